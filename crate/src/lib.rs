@@ -1,1 +1,525 @@
-pub fn _x(){}
+//! napi bindings of h3node: conversions and lifetimes only. Protocol logic
+//! lives in `h3/`, connection driving in `driver.rs`, sockets in
+//! `server.rs` / `client.rs`.
+//!
+//! | file | what lives there |
+//! |---|---|
+//! | `lib.rs` | napi exports |
+//! | `bridge.rs` | events and commands that cross to JS; the batch queue |
+//! | `runtime.rs` | the tokio runtime the addon owns |
+//! | `server.rs` / `client.rs` | sockets, tokio-quiche listener / connector |
+//! | `driver.rs` | per-connection `ApplicationOverQuic` |
+//! | `tls.rs` | PEM checks, development certificates, TLS hooks |
+//! | `h3/` | the HTTP/3 layer |
+
+#![deny(clippy::all)]
+
+pub mod bridge;
+pub mod client;
+pub mod driver;
+pub mod h3;
+pub mod runtime;
+pub mod server;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+
+use bridge::{Command, ConnStats, EventSink};
+use h3::session::Limits;
+use server::{ServerConfig, Transport};
+
+type BatchFn = ThreadsafeFunction<u32, (), u32, Status, false>;
+
+fn coded(code: &str, message: impl std::fmt::Display) -> Error {
+    // The JS layer turns "[CODE] message" into an H3Error with `code`.
+    Error::new(Status::GenericFailure, format!("[{code}] {message}"))
+}
+
+/// Transport and HTTP/3 settings, already validated and defaulted by JS.
+#[napi(object)]
+pub struct NativeTransport {
+    pub idle_timeout_ms: f64,
+    pub handshake_timeout_ms: f64,
+    pub max_streams_bidi: f64,
+    pub max_streams_uni: f64,
+    pub connection_window: f64,
+    pub stream_window: f64,
+    pub max_connection_window: f64,
+    pub max_stream_window: f64,
+    pub congestion_control: String,
+    pub early_data: bool,
+    pub qlog_dir: Option<String>,
+    pub max_header_size: f64,
+    pub max_header_count: f64,
+    pub stream_read_window: f64,
+    pub threads: f64,
+}
+
+impl NativeTransport {
+    fn split(&self) -> (Transport, Limits) {
+        (
+            Transport {
+                idle_timeout_ms: self.idle_timeout_ms as u64,
+                handshake_timeout_ms: self.handshake_timeout_ms as u64,
+                max_streams_bidi: self.max_streams_bidi as u64,
+                max_streams_uni: self.max_streams_uni as u64,
+                connection_window: self.connection_window as u64,
+                stream_window: self.stream_window as u64,
+                max_connection_window: self.max_connection_window as u64,
+                max_stream_window: self.max_stream_window as u64,
+                congestion_control: self.congestion_control.clone(),
+                early_data: self.early_data,
+                qlog_dir: self.qlog_dir.clone(),
+            },
+            Limits {
+                max_field_section_size: self.max_header_size as u64,
+                max_header_count: self.max_header_count as usize,
+                stream_read_window: self.stream_read_window as u64,
+                enable_connect_protocol: true,
+            },
+        )
+    }
+}
+
+/// Server settings from JS.
+#[napi(object)]
+pub struct NativeServerOptions {
+    pub host: String,
+    pub port: u32,
+    pub ipv6_only: bool,
+    pub cert: Buffer,
+    pub key: Buffer,
+    pub retry: bool,
+    pub transport: NativeTransport,
+}
+
+/// One event, as JS sees it (see `bridge::Event`).
+#[napi(object)]
+pub struct NativeEvent {
+    pub kind: u32,
+    pub conn: u32,
+    pub stream: i64,
+    pub code: f64,
+    pub data: Option<Buffer>,
+    pub headers: Option<Vec<String>>,
+    pub fin: bool,
+    pub text: Option<String>,
+    pub early: bool,
+    pub remote_address: Option<String>,
+    pub remote_port: Option<u32>,
+    pub local_address: Option<String>,
+    pub local_port: Option<u32>,
+    pub alpn: Option<String>,
+    pub resumed: Option<bool>,
+    pub server_name: Option<String>,
+}
+
+fn to_js(events: Vec<bridge::Event>) -> Vec<NativeEvent> {
+    events
+        .into_iter()
+        .map(|e| {
+            let info = e.info;
+            NativeEvent {
+                kind: e.kind,
+                conn: e.conn,
+                stream: e.stream as i64,
+                code: e.code as f64,
+                data: e.data.map(Buffer::from),
+                headers: e.headers,
+                fin: e.fin,
+                text: e.text,
+                early: e.early,
+                remote_address: info.as_ref().map(|i| i.remote_address.clone()),
+                remote_port: info.as_ref().map(|i| i.remote_port.into()),
+                local_address: info.as_ref().map(|i| i.local_address.clone()),
+                local_port: info.as_ref().map(|i| i.local_port.into()),
+                alpn: info.as_ref().map(|i| i.alpn.clone()),
+                resumed: info.as_ref().map(|i| i.resumed),
+                server_name: info.and_then(|i| i.server_name),
+            }
+        })
+        .collect()
+}
+
+/// Transport statistics of one connection.
+#[napi(object)]
+pub struct NativeStats {
+    pub rtt_ms: f64,
+    pub cwnd: f64,
+    pub sent_packets: f64,
+    pub recv_packets: f64,
+    pub lost_packets: f64,
+    pub sent_bytes: f64,
+    pub recv_bytes: f64,
+}
+
+impl From<ConnStats> for NativeStats {
+    fn from(s: ConnStats) -> Self {
+        Self {
+            rtt_ms: s.rtt_ms,
+            cwnd: s.cwnd as f64,
+            sent_packets: s.sent_packets as f64,
+            recv_packets: s.recv_packets as f64,
+            lost_packets: s.lost_packets as f64,
+            sent_bytes: s.sent_bytes as f64,
+            recv_bytes: s.recv_bytes as f64,
+        }
+    }
+}
+
+fn sink_for(on_batch: BatchFn) -> Arc<EventSink> {
+    EventSink::new(Box::new(move || {
+        on_batch.call(0, ThreadsafeFunctionCallMode::NonBlocking);
+    }))
+}
+
+fn stats_promise(env: &Env, send: impl FnOnce(Command) -> bool) -> Result<Object<'_>> {
+    type Resolve = Box<dyn FnOnce(Env) -> Result<Option<NativeStats>> + Send>;
+    let (deferred, promise) = env.create_deferred::<Option<NativeStats>, Resolve>()?;
+    let deferred = Arc::new(Mutex::new(Some(deferred)));
+    let d2 = deferred.clone();
+    let sent = send(Command::Stats(Box::new(move |s| {
+        if let Some(d) = d2.lock().unwrap().take() {
+            d.resolve(Box::new(move |_| Ok(Some(s.into()))));
+        }
+    })));
+    if !sent {
+        if let Some(d) = deferred.lock().unwrap().take() {
+            d.resolve(Box::new(|_| Ok(None)));
+        }
+    }
+    Ok(promise)
+}
+
+/// A listening HTTP/3 server.
+#[napi]
+pub struct NativeServer {
+    inner: server::Server,
+    released: bool,
+}
+
+#[napi]
+impl NativeServer {
+    /// Binds and starts; `on_batch` is called (with no useful argument) when
+    /// events are waiting in `take_events()`.
+    #[napi(factory)]
+    pub fn listen(options: NativeServerOptions, on_batch: BatchFn) -> Result<NativeServer> {
+        let ip: IpAddr = options
+            .host
+            .parse()
+            .map_err(|_| coded("ERR_H3_INVALID_OPTION", format!("host {:?} is not an IP address", options.host)))?;
+        let identity = tls::Identity::from_pem(&options.cert, &options.key).map_err(|e| coded(e.code, e.message))?;
+        let (transport, limits) = options.transport.split();
+        let threads = options.transport.threads as usize;
+        let handle = runtime::acquire(threads).map_err(|e| coded("ERR_H3_RUNTIME", e))?;
+        let cfg = ServerConfig {
+            addr: SocketAddr::new(ip, options.port as u16),
+            dual_stack: ip.is_ipv6() && !options.ipv6_only,
+            identity,
+            transport,
+            limits,
+            retry: options.retry,
+        };
+        match server::Server::start(handle, cfg, sink_for(on_batch)) {
+            Ok(inner) => Ok(NativeServer { inner, released: false }),
+            Err(e) => {
+                runtime::release();
+                Err(coded(e.code, e.message))
+            },
+        }
+    }
+
+    /// Takes every event queued since the last call.
+    #[napi]
+    pub fn take_events(&self) -> Vec<NativeEvent> {
+        to_js(self.inner.sink().take())
+    }
+
+    /// The bound address.
+    #[napi]
+    pub fn address(&self) -> Vec<String> {
+        let a = self.inner.local_addr();
+        vec![a.ip().to_string(), a.port().to_string(), if a.is_ipv6() { "IPv6" } else { "IPv4" }.into()]
+    }
+
+    /// Open connections.
+    #[napi]
+    pub fn connection_count(&self) -> u32 {
+        self.inner.connection_count() as u32
+    }
+
+    /// Sends a header section (flat name/value list).
+    #[napi]
+    pub fn send_headers(&self, conn: u32, stream: i64, headers: Vec<String>, fin: bool) -> bool {
+        self.inner.command(conn, Command::Headers { stream: stream as u64, headers, fin })
+    }
+
+    /// Sends body bytes.
+    #[napi]
+    pub fn write(&self, conn: u32, stream: i64, data: &[u8], fin: bool) -> bool {
+        self.inner.command(conn, Command::Write { stream: stream as u64, data: data.to_vec(), fin })
+    }
+
+    /// Returns read credit for a request body.
+    #[napi]
+    pub fn grant(&self, conn: u32, stream: i64, bytes: f64) -> bool {
+        self.inner.command(conn, Command::Grant { stream: stream as u64, bytes: bytes as u64 })
+    }
+
+    /// RESET_STREAM + STOP_SENDING with `code`.
+    #[napi]
+    pub fn reset(&self, conn: u32, stream: i64, code: f64) -> bool {
+        self.inner.command(conn, Command::Reset { stream: stream as u64, code: code as u64 })
+    }
+
+    /// STOP_SENDING with `code`.
+    #[napi]
+    pub fn stop_sending(&self, conn: u32, stream: i64, code: f64) -> bool {
+        self.inner.command(conn, Command::StopSending { stream: stream as u64, code: code as u64 })
+    }
+
+    /// Closes one connection with an application error code.
+    #[napi]
+    pub fn close_connection(&self, conn: u32, code: f64, reason: String) -> bool {
+        self.inner.command(conn, Command::Close { code: code as u64, reason })
+    }
+
+    /// Transport statistics of one connection (null once it is gone).
+    #[napi(ts_return_type = "Promise<NativeStats | null>")]
+    pub fn stats<'e>(&self, env: &'e Env, conn: u32) -> Result<Object<'e>> {
+        stats_promise(env, |c| self.inner.command(conn, c))
+    }
+
+    /// GOAWAY to every connection, stop accepting, close the rest after
+    /// `grace_ms`. A ServerClosed event follows.
+    #[napi]
+    pub fn close(&self, grace_ms: f64) {
+        self.inner.close(Duration::from_millis(grace_ms.max(0.0) as u64));
+    }
+
+    /// Drops the JS callback and this server's hold on the runtime. Call
+    /// once, after the ServerClosed event.
+    #[napi]
+    pub fn release(&mut self) {
+        if !self.released {
+            self.released = true;
+            self.inner.sink().detach();
+            runtime::release();
+        }
+    }
+}
+
+/// Generates a development certificate: `[certPem, keyPem, sha256Hex, notAfterSecs]`.
+#[napi]
+pub fn generate_dev_cert(days: u32, names: Vec<String>) -> Result<Vec<String>> {
+    let c = tls::generate_dev_cert(days, &names).map_err(|e| coded(e.code, e.message))?;
+    Ok(vec![c.cert_pem, c.key_pem, hex(&c.sha256), c.not_after.to_string()])
+}
+
+/// SHA-256 (hex) of the first certificate of a PEM chain, or null.
+#[napi]
+pub fn certificate_sha256(cert: Buffer) -> Option<String> {
+    tls::leaf_sha256(&cert).map(|h| hex(&h))
+}
+
+/// Checks that `cert` and `key` parse and match; throws a coded error if not.
+#[napi]
+pub fn check_identity(cert: Buffer, key: Buffer) -> Result<()> {
+    tls::Identity::from_pem(&cert, &key).map(|_| ()).map_err(|e| coded(e.code, e.message))
+}
+
+/// Whether the addon's runtime threads are running.
+#[napi]
+pub fn runtime_running() -> bool {
+    runtime::is_running()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Client trust settings from JS.
+#[napi(object)]
+pub struct NativeClientOptions {
+    pub ca: Option<Buffer>,
+    /// Hex SHA-256 hashes of accepted leaf certificates.
+    pub pinned_sha256: Vec<String>,
+    pub insecure: bool,
+    pub transport: NativeTransport,
+}
+
+/// An HTTP/3 client: a set of connections sharing one event queue.
+#[napi]
+pub struct NativeClient {
+    sink: Arc<EventSink>,
+    conns: Arc<Mutex<HashMap<u32, Arc<client::ClientConn>>>>,
+    next_id: AtomicU32,
+    trust: tls::ClientTrust,
+    transport: Transport,
+    limits: Limits,
+    handle: tokio::runtime::Handle,
+    released: bool,
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.replace(':', "");
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[napi]
+impl NativeClient {
+    /// A client; `on_batch` as for the server.
+    #[napi(factory)]
+    pub fn create(options: NativeClientOptions, on_batch: BatchFn) -> Result<NativeClient> {
+        let mut pins = Vec::new();
+        for p in &options.pinned_sha256 {
+            pins.push(unhex(p).filter(|v| v.len() == 32).ok_or_else(|| {
+                coded("ERR_H3_INVALID_OPTION", format!("pinned hash {p:?} is not 64 hex digits"))
+            })?);
+        }
+        let (transport, limits) = options.transport.split();
+        let handle = runtime::acquire(options.transport.threads as usize).map_err(|e| coded("ERR_H3_RUNTIME", e))?;
+        Ok(NativeClient {
+            sink: sink_for(on_batch),
+            conns: Arc::new(Mutex::new(HashMap::new())),
+            next_id: AtomicU32::new(1),
+            trust: tls::ClientTrust {
+                ca_pem: options.ca.map(|b| b.to_vec()),
+                pinned_sha256: pins,
+                insecure: options.insecure,
+            },
+            transport,
+            limits,
+            handle,
+            released: false,
+        })
+    }
+
+    /// Connects to `host:port` (an IP address); resolves to a connection id.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn connect<'e>(&self, env: &'e Env, host: String, port: u32, server_name: Option<String>) -> Result<Object<'e>> {
+        let ip: IpAddr = host
+            .parse()
+            .map_err(|_| coded("ERR_H3_INVALID_OPTION", format!("{host:?} is not an IP address")))?;
+        let (deferred, promise) = env.create_deferred::<u32, _>()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (trust, transport, limits, sink, conns) =
+            (self.trust.clone(), self.transport.clone(), self.limits.clone(), self.sink.clone(), self.conns.clone());
+        let on_gone = {
+            let conns = conns.clone();
+            Box::new(move || {
+                conns.lock().unwrap().remove(&id);
+            })
+        };
+        self.handle.spawn(async move {
+            let peer = SocketAddr::new(ip, port as u16);
+            match client::connect(id, peer, server_name, trust, transport, limits, sink, on_gone).await {
+                Ok(c) => {
+                    conns.lock().unwrap().insert(id, Arc::new(c));
+                    deferred.resolve(move |_| Ok(id));
+                },
+                Err(e) => deferred.reject(coded("ERR_H3_CONNECT", format!("cannot connect to {peer}: {e}"))),
+            }
+        });
+        Ok(promise)
+    }
+
+    fn conn(&self, id: u32) -> Option<Arc<client::ClientConn>> {
+        self.conns.lock().unwrap().get(&id).cloned()
+    }
+
+    /// Opens a request stream with its header section; returns the stream
+    /// id, or -1 if the connection is gone.
+    #[napi]
+    pub fn request(&self, conn: u32, headers: Vec<String>, fin: bool) -> i64 {
+        match self.conn(conn) {
+            Some(c) => {
+                let stream = c.next_stream_id();
+                if c.command(Command::Headers { stream, headers, fin }) {
+                    stream as i64
+                } else {
+                    -1
+                }
+            },
+            None => -1,
+        }
+    }
+
+    fn send(&self, conn: u32, cmd: Command) -> bool {
+        self.conn(conn).is_some_and(|c| c.command(cmd))
+    }
+
+    /// Takes every queued event.
+    #[napi]
+    pub fn take_events(&self) -> Vec<NativeEvent> {
+        to_js(self.sink.take())
+    }
+
+    /// Sends trailers (or any header section) on a stream.
+    #[napi]
+    pub fn send_headers(&self, conn: u32, stream: i64, headers: Vec<String>, fin: bool) -> bool {
+        self.send(conn, Command::Headers { stream: stream as u64, headers, fin })
+    }
+
+    /// Sends body bytes.
+    #[napi]
+    pub fn write(&self, conn: u32, stream: i64, data: &[u8], fin: bool) -> bool {
+        self.send(conn, Command::Write { stream: stream as u64, data: data.to_vec(), fin })
+    }
+
+    /// Returns read credit for a response body.
+    #[napi]
+    pub fn grant(&self, conn: u32, stream: i64, bytes: f64) -> bool {
+        self.send(conn, Command::Grant { stream: stream as u64, bytes: bytes as u64 })
+    }
+
+    /// RESET_STREAM + STOP_SENDING.
+    #[napi]
+    pub fn reset(&self, conn: u32, stream: i64, code: f64) -> bool {
+        self.send(conn, Command::Reset { stream: stream as u64, code: code as u64 })
+    }
+
+    /// Closes one connection.
+    #[napi]
+    pub fn close_connection(&self, conn: u32, code: f64, reason: String) -> bool {
+        self.send(conn, Command::Close { code: code as u64, reason })
+    }
+
+    /// Transport statistics of one connection.
+    #[napi(ts_return_type = "Promise<NativeStats | null>")]
+    pub fn stats<'e>(&self, env: &'e Env, conn: u32) -> Result<Object<'e>> {
+        stats_promise(env, |c| self.send(conn, c))
+    }
+
+    /// Open connections.
+    #[napi]
+    pub fn connection_count(&self) -> u32 {
+        self.conns.lock().unwrap().len() as u32
+    }
+
+    /// Closes every connection and releases the runtime.
+    #[napi]
+    pub fn release(&mut self) {
+        if !self.released {
+            self.released = true;
+            let conns: Vec<_> = self.conns.lock().unwrap().drain().map(|(_, c)| c).collect();
+            for c in conns {
+                c.command(Command::Close { code: h3::error::H3Code::NoError.code(), reason: String::new() });
+            }
+            self.sink.detach();
+            // Give the close packets a moment before the threads stop.
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                runtime::release();
+            });
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The types that cross between the per-connection drivers (native threads)
+//! and JavaScript: events go out in batches, commands come in per call.
+//!
+//! Nothing here knows about napi; `lib.rs` converts these to JS values.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What happened. The numeric values are mirrored in `src/native.ts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum EventKind {
+    /// A connection finished its handshake (`info` set).
+    ConnOpen = 1,
+    /// A header section arrived: a request (server) or a response (client).
+    Headers = 2,
+    /// Body bytes (`data`), and/or the end of the body (`fin`).
+    Data = 3,
+    /// A trailer section arrived.
+    Trailers = 4,
+    /// The peer reset the stream, or the stream failed (`code`).
+    Reset = 5,
+    /// The peer asked us to stop sending on the stream (`code`).
+    StopSending = 6,
+    /// `code` payload bytes of the stream's body were handed to QUIC: write
+    /// credit returns to JS.
+    Sent = 7,
+    /// The connection closed (`code`, `text` = reason; `fin` = by the peer).
+    ConnClose = 8,
+    /// The peer sent GOAWAY (`stream` = first id it will not process).
+    GoAway = 9,
+    /// The server stopped: every connection is gone.
+    ServerClosed = 10,
+    /// The whole response was handed to QUIC with its FIN.
+    Finished = 11,
+}
+
+/// Connection facts given to JS with [`EventKind::ConnOpen`].
+#[derive(Clone, Debug, Default)]
+pub struct ConnInfo {
+    /// Peer IP address, textual.
+    pub remote_address: String,
+    /// Peer UDP port.
+    pub remote_port: u16,
+    /// Local IP address, textual.
+    pub local_address: String,
+    /// Local UDP port.
+    pub local_port: u16,
+    /// Negotiated ALPN.
+    pub alpn: String,
+    /// Whether the handshake resumed a session.
+    pub resumed: bool,
+    /// Server name the client asked for (SNI).
+    pub server_name: Option<String>,
+}
+
+/// One event for JS.
+#[derive(Debug, Default)]
+pub struct Event {
+    /// What happened ([`EventKind`] as a number).
+    pub kind: u32,
+    /// Connection id, unique per server or client.
+    pub conn: u32,
+    /// QUIC stream id, where relevant.
+    pub stream: u64,
+    /// Error code, byte count or port, depending on `kind`.
+    pub code: u64,
+    /// Body bytes.
+    pub data: Option<Vec<u8>>,
+    /// Header section as `[name, value, name, value, ...]`.
+    pub headers: Option<Vec<String>>,
+    /// End of stream / by-the-peer flag.
+    pub fin: bool,
+    /// Free text (close reason).
+    pub text: Option<String>,
+    /// Whether the request arrived in 0-RTT early data.
+    pub early: bool,
+    /// Connection facts (ConnOpen only).
+    pub info: Option<ConnInfo>,
+}
+
+impl Event {
+    /// A bare event of `kind` on `conn`/`stream`.
+    pub fn new(kind: EventKind, conn: u32, stream: u64) -> Self {
+        Self { kind: kind as u32, conn, stream, ..Default::default() }
+    }
+}
+
+/// What JS asked a connection to do.
+pub enum Command {
+    /// Send a header section (response head, client request or trailers).
+    /// Names and values alternate in `headers`.
+    Headers { stream: u64, headers: Vec<String>, fin: bool },
+    /// Send body bytes as a DATA frame; `fin` ends the stream.
+    Write { stream: u64, data: Vec<u8>, fin: bool },
+    /// JS consumed `bytes` of the stream's received body: read more.
+    Grant { stream: u64, bytes: u64 },
+    /// Abort the stream both ways: RESET_STREAM and STOP_SENDING with `code`.
+    Reset { stream: u64, code: u64 },
+    /// Ask the peer to stop sending the stream's body (STOP_SENDING).
+    StopSending { stream: u64, code: u64 },
+    /// Send GOAWAY and refuse new requests; close once idle.
+    GoAway,
+    /// Close the connection now (CONNECTION_CLOSE with an application code).
+    Close { code: u64, reason: String },
+    /// Report transport statistics through the callback.
+    Stats(Box<dyn FnOnce(ConnStats) + Send>),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Headers { stream, .. } => write!(f, "Headers({stream})"),
+            Self::Write { stream, data, fin } => write!(f, "Write({stream}, {}, {fin})", data.len()),
+            Self::Grant { stream, bytes } => write!(f, "Grant({stream}, {bytes})"),
+            Self::Reset { stream, code } => write!(f, "Reset({stream}, {code})"),
+            Self::StopSending { stream, code } => write!(f, "StopSending({stream}, {code})"),
+            Self::GoAway => f.write_str("GoAway"),
+            Self::Close { code, .. } => write!(f, "Close({code})"),
+            Self::Stats(_) => f.write_str("Stats"),
+        }
+    }
+}
+
+/// Per-connection transport statistics.
+#[derive(Clone, Debug, Default)]
+pub struct ConnStats {
+    /// Smoothed RTT in milliseconds.
+    pub rtt_ms: f64,
+    /// Congestion window in bytes.
+    pub cwnd: u64,
+    /// Packets sent.
+    pub sent_packets: u64,
+    /// Packets received.
+    pub recv_packets: u64,
+    /// Packets declared lost.
+    pub lost_packets: u64,
+    /// Bytes sent (UDP payload).
+    pub sent_bytes: u64,
+    /// Bytes received (UDP payload).
+    pub recv_bytes: u64,
+}
+
+/// Called once per batch: wakes the JS thread, which then takes the batch.
+pub type Notify = Box<dyn Fn() + Send + Sync>;
+
+/// A batch queue shared by every driver of one server or client: events are
+/// appended under one lock; JS is woken once per batch, not per event.
+pub struct EventSink {
+    queue: Mutex<Vec<Event>>,
+    scheduled: AtomicBool,
+    notify: Mutex<Option<Notify>>,
+}
+
+impl EventSink {
+    /// A sink that calls `notify` when a batch becomes ready.
+    pub fn new(notify: Notify) -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::new(Vec::new()),
+            scheduled: AtomicBool::new(false),
+            notify: Mutex::new(Some(notify)),
+        })
+    }
+
+    /// Appends events; wakes JS if no wake-up is pending.
+    pub fn push_all(&self, events: &mut Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        {
+            let mut q = self.queue.lock().unwrap();
+            if q.is_empty() {
+                std::mem::swap(&mut *q, events);
+            } else {
+                q.append(events);
+            }
+        }
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            if let Some(n) = self.notify.lock().unwrap().as_ref() {
+                n();
+            }
+        }
+    }
+
+    /// Appends one event.
+    pub fn push(&self, event: Event) {
+        self.push_all(&mut vec![event]);
+    }
+
+    /// Takes the whole batch (called on the JS thread).
+    pub fn take(&self) -> Vec<Event> {
+        let mut q = self.queue.lock().unwrap();
+        self.scheduled.store(false, Ordering::Release);
+        std::mem::take(&mut *q)
+    }
+
+    /// Drops the wake-up callback (releases the JS function so the process
+    /// can exit).
+    pub fn detach(&self) {
+        self.notify.lock().unwrap().take();
+    }
+}

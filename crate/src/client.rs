@@ -1,0 +1,63 @@
+//! The client: one UDP socket and one tokio-quiche connection per origin
+//! connection, driven by the same [`Driver`] and HTTP/3 session as the
+//! server, in the client role.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_quiche::settings::{CertificateKind, Hooks, TlsCertificatePaths};
+use tokio_quiche::socket::Socket;
+use tokio_quiche::ConnectionParams;
+
+use crate::bridge::{Command, EventSink};
+use crate::driver::Driver;
+use crate::h3::session::{Limits, Role};
+use crate::server::Transport;
+use crate::tls::{ClientHook, ClientTrust};
+
+/// An open client connection.
+pub struct ClientConn {
+    tx: mpsc::UnboundedSender<Command>,
+    next_stream: AtomicU64,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
+impl ClientConn {
+    /// Allocates the next request stream id (0, 4, 8, ...).
+    pub fn next_stream_id(&self) -> u64 {
+        self.next_stream.fetch_add(4, Ordering::Relaxed)
+    }
+
+    /// Sends a command; false once the connection is gone.
+    pub fn command(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+}
+
+/// Connects to `peer` and completes the handshake.
+#[allow(clippy::too_many_arguments, reason = "one call site, all plain settings")]
+pub async fn connect(
+    id: u32, peer: SocketAddr, server_name: Option<String>, trust: ClientTrust,
+    transport: Transport, limits: Limits, sink: Arc<EventSink>, on_gone: Box<dyn FnOnce() + Send>,
+) -> Result<ClientConn, String> {
+    let bind: SocketAddr = if peer.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+    let sock = tokio::net::UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+    sock.connect(peer).await.map_err(|e| e.to_string())?;
+    let local = sock.local_addr().map_err(|e| e.to_string())?;
+    let socket = Socket::<std::sync::Arc<tokio::net::UdpSocket>, std::sync::Arc<tokio::net::UdpSocket>>::from_udp(sock).map_err(|e| e.to_string())?;
+    let mut settings = transport.quic_settings_client();
+    // Verification is set up by the hook; quiche must not override it.
+    settings.verify_peer = false;
+    let hooks = Hooks { connection_hook: Some(Arc::new(ClientHook { trust })) };
+    let paths = TlsCertificatePaths { cert: "", private_key: "", kind: CertificateKind::X509 };
+    let params = ConnectionParams::new_client(settings, Some(paths), hooks);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let driver = Driver::new(Role::Client, id, limits, rx, sink, local, peer, on_gone);
+    tokio_quiche::quic::connect_with_config(socket, server_name.as_deref(), &params, driver)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ClientConn { tx, next_stream: AtomicU64::new(0), peer })
+}

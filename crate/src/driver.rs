@@ -1,0 +1,207 @@
+//! The per-connection application run by tokio-quiche's IoWorker: it owns
+//! the HTTP/3 [`Session`], applies commands from JS, and hands the session's
+//! events to the shared [`EventSink`] once per worker turn.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_quiche::metrics::Metrics;
+use tokio_quiche::quic::{HandshakeInfo, QuicheConnection};
+use tokio_quiche::{ApplicationOverQuic, QuicResult};
+
+use crate::bridge::{Command, ConnInfo, ConnStats, Event, EventKind, EventSink};
+use crate::h3::error::{ConnError, H3Code};
+use crate::h3::session::{Limits, Role, Session};
+
+/// Called once when the connection is gone (unregisters its command sender).
+pub type OnGone = Box<dyn FnOnce() + Send>;
+
+/// One connection's driver.
+pub struct Driver {
+    id: u32,
+    session: Session,
+    rx: mpsc::UnboundedReceiver<Command>,
+    pending: Vec<Command>,
+    sink: Arc<EventSink>,
+    local: SocketAddr,
+    peer: SocketAddr,
+    established: bool,
+    draining: bool,
+    on_gone: Option<OnGone>,
+}
+
+impl Driver {
+    /// A driver for connection `id`.
+    pub fn new(
+        role: Role, id: u32, limits: Limits, rx: mpsc::UnboundedReceiver<Command>,
+        sink: Arc<EventSink>, local: SocketAddr, peer: SocketAddr, on_gone: OnGone,
+    ) -> Self {
+        Self {
+            id,
+            session: Session::new(role, id, limits),
+            rx,
+            pending: Vec::new(),
+            sink,
+            local,
+            peer,
+            established: false,
+            draining: false,
+            on_gone: Some(on_gone),
+        }
+    }
+
+    fn fail(&mut self, q: &mut QuicheConnection, e: ConnError) {
+        let _ = q.close(true, e.code.code(), e.reason.as_bytes());
+    }
+
+    fn apply(&mut self, q: &mut QuicheConnection, cmd: Command) {
+        let s = &mut self.session;
+        match cmd {
+            Command::Headers { stream, headers, fin } => s.send_headers(q, stream, &headers, fin),
+            Command::Write { stream, data, fin } => s.write(stream, data, fin),
+            Command::Grant { stream, bytes } => s.grant(stream, bytes),
+            Command::Reset { stream, code } => s.reset(q, stream, code),
+            Command::StopSending { stream, code } => s.stop_sending(q, stream, code),
+            Command::GoAway => {
+                s.goaway();
+                self.draining = true;
+            },
+            Command::Close { code, reason } => {
+                let _ = q.close(true, code, reason.as_bytes());
+            },
+            Command::Stats(cb) => cb(stats_of(q)),
+        }
+    }
+
+    fn flush_events(&mut self) {
+        self.sink.push_all(&mut self.session.events);
+    }
+}
+
+/// Transport statistics of `q`.
+pub fn stats_of(q: &QuicheConnection) -> ConnStats {
+    let s = q.stats();
+    let mut out = ConnStats {
+        sent_packets: s.sent as u64,
+        recv_packets: s.recv as u64,
+        lost_packets: s.lost as u64,
+        sent_bytes: s.sent_bytes,
+        recv_bytes: s.recv_bytes,
+        ..Default::default()
+    };
+    if let Some(p) = q.path_stats().next() {
+        out.rtt_ms = p.rtt.as_secs_f64() * 1000.0;
+        out.cwnd = p.cwnd as u64;
+    }
+    out
+}
+
+impl ApplicationOverQuic for Driver {
+    fn on_conn_established(
+        &mut self, q: &mut QuicheConnection, _info: &HandshakeInfo,
+    ) -> QuicResult<()> {
+        self.established = true;
+        if let Err(e) = self.session.start(q) {
+            self.fail(q, e);
+        }
+        let mut ev = Event::new(EventKind::ConnOpen, self.id, 0);
+        ev.info = Some(ConnInfo {
+            remote_address: self.peer.ip().to_string(),
+            remote_port: self.peer.port(),
+            local_address: self.local.ip().to_string(),
+            local_port: self.local.port(),
+            alpn: String::from_utf8_lossy(q.application_proto()).into_owned(),
+            resumed: q.is_resumed(),
+            server_name: q.server_name().map(str::to_owned),
+        });
+        self.sink.push(ev);
+        Ok(())
+    }
+
+    fn should_act(&self) -> bool {
+        self.established
+    }
+
+    async fn wait_for_data(&mut self, _q: &mut QuicheConnection) -> QuicResult<()> {
+        if !self.pending.is_empty() {
+            return Ok(());
+        }
+        match self.rx.recv().await {
+            Some(cmd) => self.pending.push(cmd),
+            // Nobody can send commands any more: only packets and timers
+            // drive this connection now.
+            None => std::future::pending::<()>().await,
+        }
+        Ok(())
+    }
+
+    fn process_reads(&mut self, q: &mut QuicheConnection) -> QuicResult<()> {
+        if let Err(e) = self.session.process_reads(q) {
+            self.fail(q, e);
+        }
+        self.session.poll_stopped(q);
+        Ok(())
+    }
+
+    fn process_writes(&mut self, q: &mut QuicheConnection) -> QuicResult<()> {
+        let mut cmds = std::mem::take(&mut self.pending);
+        while let Ok(c) = self.rx.try_recv() {
+            cmds.push(c);
+        }
+        let had_cmds = !cmds.is_empty();
+        for c in cmds {
+            self.apply(q, c);
+        }
+        if had_cmds {
+            // Credit granted by JS may unblock reads.
+            if let Err(e) = self.session.process_reads(q) {
+                self.fail(q, e);
+            }
+        }
+        self.session.flush(q);
+        if self.draining && self.session.active_requests() == 0 && !q.is_closed() {
+            let _ = q.close(true, H3Code::NoError.code(), b"");
+        }
+        self.flush_events();
+        Ok(())
+    }
+
+    fn on_conn_close<M: Metrics>(
+        &mut self, q: &mut QuicheConnection, _metrics: &M, result: &QuicResult<()>,
+    ) {
+        self.flush_events();
+        let mut ev = Event::new(EventKind::ConnClose, self.id, 0);
+        if let Some(e) = q.peer_error() {
+            ev.code = e.error_code;
+            ev.fin = true;
+            ev.text = Some(String::from_utf8_lossy(&e.reason).into_owned());
+        } else if let Some(e) = q.local_error() {
+            ev.code = e.error_code;
+            ev.text = Some(String::from_utf8_lossy(&e.reason).into_owned());
+        } else if q.is_timed_out() {
+            ev.code = 0;
+            ev.text = Some("idle timeout".into());
+        } else if let Err(e) = result {
+            ev.text = Some(e.to_string());
+        }
+        if ev.text.is_none() && !self.established {
+            ev.text = Some("handshake failed".into());
+        }
+        // A connection that never reached JS is not reported.
+        if self.established {
+            self.sink.push(ev);
+        }
+        if let Some(f) = self.on_gone.take() {
+            f();
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_gone.take() {
+            f();
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The HTTP/3 layer the project owns, on quiche's QUIC transport.
+//!
+//! | file | what lives there |
+//! |---|---|
+//! | `frame.rs` | frame and stream-type constants, varint helpers |
+//! | `error.rs` | RFC 9114 / RFC 9204 error codes, connection errors |
+//! | `headers.rs` | pseudo-header, field and Content-Length validation |
+//! | `session.rs` | per-connection state: request streams, control and QPACK streams, SETTINGS, GOAWAY, backpressure |
+//!
+//! quiche's own `h3` module is not used: it reads every stream itself and
+//! cannot hand WebTransport streams (0x41 bidi signal, 0x54 uni type) to an
+//! application. See `docs/design.md`.
+
+pub mod error;
+pub mod frame;
+pub mod headers;
+pub mod session;

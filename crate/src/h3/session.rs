@@ -1,0 +1,1063 @@
+//! The HTTP/3 session of one connection, sans-IO: it is handed the
+//! `quiche::Connection` on every turn of the connection's I/O worker, reads
+//! the streams that are readable, writes what JS asked for within QUIC's
+//! flow control, and records events for JS.
+//!
+//! Backpressure, both ways:
+//! - Received body bytes are read from QUIC only while JS holds fewer than
+//!   `stream_read_window` undelivered bytes of that stream; past that the
+//!   stream stays unread, quiche stops extending the peer's flow-control
+//!   window, and the peer stops sending.
+//! - Body bytes from JS wait in a per-stream queue only until QUIC accepts
+//!   them; JS learns how many were accepted (`Sent` events) and keeps its own
+//!   outstanding bytes under a high-water mark.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use quiche::h3::qpack;
+use quiche::h3::{Header, NameValue};
+use quiche::Shutdown;
+
+use super::error::{ConnError, ConnResult, H3Code};
+use super::frame::{self, setting, stream_type};
+use super::headers::{self, to_js_string};
+use crate::bridge::{Event, EventKind};
+
+/// The quiche connection type tokio-quiche hands to applications.
+pub type QConn = tokio_quiche::quic::QuicheConnection;
+
+/// Which end of the connection this session is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts requests.
+    Server,
+    /// Sends requests.
+    Client,
+}
+
+/// Limits of one session. Defaults and units are documented on the JS
+/// options that set them (`src/options.ts`).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest header section accepted, in bytes (name + value + 32 per
+    /// field, RFC 9114 §4.2.2). Advertised as SETTINGS_MAX_FIELD_SECTION_SIZE.
+    pub max_field_section_size: u64,
+    /// Most fields in one header section.
+    pub max_header_count: usize,
+    /// Bytes of one stream's body delivered to JS and not yet consumed.
+    pub stream_read_window: u64,
+    /// Whether SETTINGS_ENABLE_CONNECT_PROTOCOL is sent (server).
+    pub enable_connect_protocol: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_field_section_size: 16 * 1024,
+            max_header_count: 128,
+            stream_read_window: 256 * 1024,
+            enable_connect_protocol: true,
+        }
+    }
+}
+
+/// Largest DATA chunk handed to JS in one event.
+const MAX_CHUNK: usize = 64 * 1024;
+/// Largest control-stream frame buffered (SETTINGS and GOAWAY are small).
+const MAX_CONTROL_FRAME: u64 = 16 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recv {
+    /// Expecting a frame header.
+    FrameHeader,
+    /// Inside a frame's payload with `left` bytes to go.
+    Payload { ty: u64, left: u64 },
+    /// Inside a frame whose payload is read and thrown away.
+    Discard { left: u64 },
+    /// Nothing more will be read.
+    Done,
+}
+
+/// One chunk queued for sending: encoded bytes and how many of them are body
+/// payload (reported back to JS as write credit).
+struct OutChunk {
+    bytes: Vec<u8>,
+    payload: u64,
+}
+
+/// A request stream (bidirectional, client-initiated).
+struct ReqStream {
+    recv: Recv,
+    inbuf: Vec<u8>,
+    pos: usize,
+    recv_fin: bool,
+    headers_seen: bool,
+    trailers_seen: bool,
+    /// The head was malformed or refused natively: JS never saw it.
+    hidden: bool,
+    /// Body bytes JS may not see (GET/HEAD, refused requests).
+    drop_body: bool,
+    content_length: Option<u64>,
+    body_received: u64,
+    delivered: u64,
+    consumed: u64,
+    out: VecDeque<OutChunk>,
+    out_off: usize,
+    out_fin: bool,
+    fin_sent: bool,
+    send_closed: bool,
+    sent_report: u64,
+    /// Client only: the request is queued until the peer allows a stream.
+    opened: bool,
+}
+
+impl ReqStream {
+    fn new() -> Self {
+        Self {
+            recv: Recv::FrameHeader,
+            inbuf: Vec::new(),
+            pos: 0,
+            recv_fin: false,
+            headers_seen: false,
+            trailers_seen: false,
+            hidden: false,
+            drop_body: false,
+            content_length: None,
+            body_received: 0,
+            delivered: 0,
+            consumed: 0,
+            out: VecDeque::new(),
+            out_off: 0,
+            out_fin: false,
+            fin_sent: false,
+            send_closed: false,
+            sent_report: 0,
+            opened: true,
+        }
+    }
+
+    fn unparsed(&self) -> &[u8] {
+        &self.inbuf[self.pos..]
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.inbuf.len() {
+            self.inbuf.clear();
+            self.pos = 0;
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.recv == Recv::Done && (self.send_closed || (self.fin_sent && self.out.is_empty()))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UniKind {
+    Unknown,
+    Control,
+    Encoder,
+    Decoder,
+    Ignored,
+}
+
+/// A peer-initiated unidirectional stream.
+struct UniStream {
+    kind: UniKind,
+    inbuf: Vec<u8>,
+    discard: u64,
+    settings_seen: bool,
+}
+
+/// Outcome of one read from a QUIC stream.
+enum Read {
+    Got(usize, bool),
+    Blocked,
+    Reset(u64),
+}
+
+fn recv(q: &mut QConn, id: u64, buf: &mut [u8]) -> Read {
+    match q.stream_recv(id, buf) {
+        Ok((n, fin)) => Read::Got(n, fin),
+        Err(quiche::Error::StreamReset(code)) => Read::Reset(code),
+        Err(_) => Read::Blocked,
+    }
+}
+
+/// The HTTP/3 state of one connection.
+pub struct Session {
+    role: Role,
+    conn: u32,
+    limits: Limits,
+    streams: HashMap<u64, ReqStream>,
+    uni: HashMap<u64, UniStream>,
+    control_out: Option<u64>,
+    peer_control: Option<u64>,
+    peer_encoder: Option<u64>,
+    peer_decoder: Option<u64>,
+    encoder: qpack::Encoder,
+    decoder: qpack::Decoder,
+    /// Server: the GOAWAY id sent. Client: the GOAWAY id received.
+    goaway: Option<u64>,
+    /// Server: highest request stream id accepted so far.
+    max_request_id: Option<u64>,
+    to_flush: BTreeSet<u64>,
+    to_read: BTreeSet<u64>,
+    pending_opens: VecDeque<u64>,
+    next_uni: u64,
+    /// Events for JS, taken by the driver after each turn.
+    pub events: Vec<Event>,
+    scratch: Vec<u8>,
+    early: bool,
+}
+
+impl Session {
+    /// A new session for connection `conn`.
+    pub fn new(role: Role, conn: u32, limits: Limits) -> Self {
+        Self {
+            role,
+            conn,
+            limits,
+            streams: HashMap::new(),
+            uni: HashMap::new(),
+            control_out: None,
+            peer_control: None,
+            peer_encoder: None,
+            peer_decoder: None,
+            encoder: qpack::Encoder::new(),
+            decoder: qpack::Decoder::new(),
+            goaway: None,
+            max_request_id: None,
+            to_flush: BTreeSet::new(),
+            to_read: BTreeSet::new(),
+            pending_opens: VecDeque::new(),
+            next_uni: if role == Role::Server { 3 } else { 2 },
+            events: Vec::new(),
+            scratch: vec![0; MAX_CHUNK],
+            early: false,
+        }
+    }
+
+    fn event(&mut self, kind: EventKind, stream: u64) -> &mut Event {
+        self.events.push(Event::new(kind, self.conn, stream));
+        self.events.last_mut().unwrap()
+    }
+
+    /// Number of request streams still open.
+    pub fn active_requests(&self) -> usize {
+        self.streams.keys().filter(|&&id| id & 0x2 == 0).count()
+    }
+
+    /// Whether a GOAWAY has been sent (server) or received (client).
+    pub fn goaway_id(&self) -> Option<u64> {
+        self.goaway
+    }
+
+    /// Opens the control stream and the QPACK streams and sends SETTINGS.
+    pub fn start(&mut self, q: &mut QConn) -> ConnResult<()> {
+        let control = self.open_uni(q);
+        let mut settings = vec![
+            (setting::QPACK_MAX_TABLE_CAPACITY, 0),
+            (setting::MAX_FIELD_SECTION_SIZE, self.limits.max_field_section_size),
+            (setting::QPACK_BLOCKED_STREAMS, 0),
+        ];
+        if self.role == Role::Server && self.limits.enable_connect_protocol {
+            settings.push((setting::ENABLE_CONNECT_PROTOCOL, 1));
+        }
+        // A reserved identifier (RFC 9114 §7.2.4.1) keeps peers honest about
+        // ignoring unknown settings.
+        settings.push((0x1f * 7 + 0x21, 0));
+        let mut bytes = Vec::with_capacity(32);
+        frame::put_varint(&mut bytes, stream_type::CONTROL);
+        bytes.extend_from_slice(&frame::settings_frame(&settings));
+        self.control_out = Some(control);
+        self.queue(control, bytes, 0, false);
+        for ty in [stream_type::QPACK_ENCODER, stream_type::QPACK_DECODER] {
+            let id = self.open_uni(q);
+            let mut b = Vec::new();
+            frame::put_varint(&mut b, ty);
+            self.queue(id, b, 0, false);
+        }
+        self.flush(q);
+        Ok(())
+    }
+
+    fn open_uni(&mut self, _q: &mut QConn) -> u64 {
+        let id = self.next_uni;
+        self.next_uni += 4;
+        self.streams.insert(id, ReqStream { recv: Recv::Done, ..ReqStream::new() });
+        id
+    }
+
+    fn queue(&mut self, id: u64, bytes: Vec<u8>, payload: u64, fin: bool) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            if s.send_closed || s.out_fin {
+                return;
+            }
+            if !bytes.is_empty() {
+                s.out.push_back(OutChunk { bytes, payload });
+            }
+            s.out_fin |= fin;
+            self.to_flush.insert(id);
+        }
+    }
+
+    fn encode_headers(&mut self, fields: &[String]) -> Vec<u8> {
+        let list: Vec<Header> = fields
+            .chunks_exact(2)
+            .map(|p| Header::new(p[0].to_ascii_lowercase().as_bytes(), p[1].as_bytes()))
+            .collect();
+        let size: usize = list.iter().map(|h| h.name().len() + h.value().len() + 16).sum();
+        let mut block = vec![0; size + 64];
+        let n = self.encoder.encode(&list, &mut block).expect("buffer sized for the header list");
+        let mut out = Vec::with_capacity(n + 8);
+        frame::put_frame_header(&mut out, frame::HEADERS, n as u64);
+        out.extend_from_slice(&block[..n]);
+        out
+    }
+
+    // ---- commands from JS -------------------------------------------------
+
+    /// Sends a header section on `stream`. On a client, the first one opens
+    /// the request stream.
+    pub fn send_headers(&mut self, q: &mut QConn, stream: u64, fields: &[String], fin: bool) {
+        let bytes = self.encode_headers(fields);
+        if self.role == Role::Client && !self.streams.contains_key(&stream) {
+            let mut s = ReqStream::new();
+            s.opened = false;
+            self.streams.insert(stream, s);
+            self.pending_opens.push_back(stream);
+        }
+        self.queue(stream, bytes, 0, fin);
+        self.open_pending(q);
+    }
+
+    fn open_pending(&mut self, q: &mut QConn) {
+        while let Some(&id) = self.pending_opens.front() {
+            if q.peer_streams_left_bidi() == 0 {
+                break;
+            }
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.opened = true;
+            }
+            self.pending_opens.pop_front();
+            self.to_flush.insert(id);
+        }
+    }
+
+    /// Queues body bytes on `stream` as one DATA frame.
+    pub fn write(&mut self, stream: u64, data: Vec<u8>, fin: bool) {
+        if data.is_empty() {
+            self.queue(stream, Vec::new(), 0, fin);
+            return;
+        }
+        let payload = data.len() as u64;
+        let mut head = Vec::with_capacity(16);
+        frame::put_frame_header(&mut head, frame::DATA, payload);
+        // Header and payload are queued as two chunks: the payload moves
+        // without being copied again.
+        self.queue(stream, head, 0, false);
+        self.queue(stream, data, payload, fin);
+    }
+
+    /// JS consumed `bytes` of the body it was given: read more.
+    pub fn grant(&mut self, stream: u64, bytes: u64) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.consumed = (s.consumed + bytes).min(s.delivered);
+            self.to_read.insert(stream);
+        }
+    }
+
+    /// Aborts `stream` both ways with `code`.
+    pub fn reset(&mut self, q: &mut QConn, stream: u64, code: u64) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            if !s.opened {
+                // Never reached the wire.
+                self.streams.remove(&stream);
+                self.pending_opens.retain(|&id| id != stream);
+                return;
+            }
+            if !(s.fin_sent && s.out.is_empty()) {
+                let _ = q.stream_shutdown(stream, Shutdown::Write, code);
+            }
+            if s.recv != Recv::Done {
+                let _ = q.stream_shutdown(stream, Shutdown::Read, code);
+            }
+            s.recv = Recv::Done;
+            s.send_closed = true;
+            s.out.clear();
+            self.streams.remove(&stream);
+        }
+    }
+
+    /// Asks the peer to stop sending `stream`'s body.
+    pub fn stop_sending(&mut self, q: &mut QConn, stream: u64, code: u64) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            if s.recv != Recv::Done {
+                let _ = q.stream_shutdown(stream, Shutdown::Read, code);
+                s.recv = Recv::Done;
+            }
+            if s.finished() {
+                self.streams.remove(&stream);
+            }
+        }
+    }
+
+    /// Server: sends GOAWAY; requests on later streams are refused.
+    pub fn goaway(&mut self) {
+        if self.role != Role::Server || self.goaway.is_some() {
+            return;
+        }
+        let id = self.max_request_id.map_or(0, |m| m + 4);
+        self.goaway = Some(id);
+        let mut f = Vec::new();
+        frame::put_frame_header(&mut f, frame::GOAWAY, frame::varint_len(id) as u64);
+        frame::put_varint(&mut f, id);
+        if let Some(c) = self.control_out {
+            self.queue(c, f, 0, false);
+        }
+    }
+
+    // ---- reading ------------------------------------------------------------
+
+    /// Reads every readable stream. Called after packets arrive and after JS
+    /// granted credit.
+    pub fn process_reads(&mut self, q: &mut QConn) -> ConnResult<()> {
+        self.early = q.is_in_early_data();
+        let mut ids: Vec<u64> = q.readable().collect();
+        ids.extend(std::mem::take(&mut self.to_read));
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            if id & 0x2 == 0 {
+                self.read_bidi(q, id)?;
+            } else if (id & 0x1 == 0) == (self.role == Role::Server) {
+                self.read_uni(q, id)?;
+            }
+        }
+        self.open_pending(q);
+        Ok(())
+    }
+
+    fn read_bidi(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+        let client_initiated = id & 0x1 == 0;
+        if !self.streams.contains_key(&id) {
+            if self.role == Role::Client || !client_initiated {
+                // A stream we no longer track (finished or reset): drain it.
+                while let Read::Got(n, _) = recv(q, id, &mut self.scratch) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                return Ok(());
+            }
+            if self.goaway.is_some_and(|g| id >= g) {
+                let _ = q.stream_shutdown(id, Shutdown::Read, H3Code::RequestRejected.code());
+                let _ = q.stream_shutdown(id, Shutdown::Write, H3Code::RequestRejected.code());
+                return Ok(());
+            }
+            if q.stream_finished(id) {
+                return Ok(());
+            }
+            self.max_request_id = Some(self.max_request_id.map_or(id, |m| m.max(id)));
+            self.streams.insert(id, ReqStream::new());
+        }
+        loop {
+            let window = self.limits.stream_read_window;
+            let Some(s) = self.streams.get_mut(&id) else { return Ok(()) };
+            match s.recv {
+                Recv::Done => return Ok(()),
+                Recv::FrameHeader => {
+                    if let Some((ty, len, hl)) = frame::get_frame_header(s.unparsed()) {
+                        s.advance(hl);
+                        self.on_frame_start(q, id, ty, len)?;
+                        continue;
+                    }
+                    if s.recv_fin {
+                        if s.unparsed().is_empty() {
+                            return self.on_request_end(q, id);
+                        }
+                        return Err(ConnError::new(H3Code::FrameError, "truncated frame header"));
+                    }
+                    // Two varints take at most 16 bytes: never read past the
+                    // header into a payload we may not have credit for.
+                    let mut small = [0u8; 16];
+                    let want = 16 - s.unparsed().len().min(16);
+                    match recv(q, id, &mut small[..want.max(1)]) {
+                        Read::Got(n, fin) => {
+                            s.inbuf.extend_from_slice(&small[..n]);
+                            s.recv_fin = fin;
+                            if n == 0 && !fin {
+                                return Ok(());
+                            }
+                        },
+                        Read::Blocked => return Ok(()),
+                        Read::Reset(code) => return self.on_peer_reset(q, id, code),
+                    }
+                },
+                Recv::Payload { ty: frame::DATA, left } => {
+                    let outstanding = s.delivered - s.consumed;
+                    if !s.drop_body && outstanding >= window {
+                        return Ok(()); // wait for JS to consume
+                    }
+                    let credit = if s.drop_body { MAX_CHUNK as u64 } else { window - outstanding };
+                    let take = left.min(credit).min(MAX_CHUNK as u64) as usize;
+                    let (chunk, fin) = if !s.unparsed().is_empty() {
+                        let n = take.min(s.unparsed().len());
+                        let chunk = s.unparsed()[..n].to_vec();
+                        s.advance(n);
+                        (chunk, false)
+                    } else if s.recv_fin {
+                        return Err(ConnError::new(H3Code::FrameError, "truncated DATA frame"));
+                    } else {
+                        let mut chunk = vec![0u8; take];
+                        match recv(q, id, &mut chunk) {
+                            Read::Got(n, fin) => {
+                                chunk.truncate(n);
+                                (chunk, fin)
+                            },
+                            Read::Blocked => return Ok(()),
+                            Read::Reset(code) => return self.on_peer_reset(q, id, code),
+                        }
+                    };
+                    s.recv_fin |= fin;
+                    let n = chunk.len() as u64;
+                    if n == 0 && !fin {
+                        return Ok(());
+                    }
+                    let left = left - n;
+                    s.recv = if left == 0 { Recv::FrameHeader } else { Recv::Payload { ty: frame::DATA, left } };
+                    s.body_received += n;
+                    if s.content_length.is_some_and(|cl| s.body_received > cl) {
+                        return self.stream_error(q, id, H3Code::MessageError);
+                    }
+                    if n > 0 && !s.drop_body {
+                        s.delivered += n;
+                        let ev = self.event(EventKind::Data, id);
+                        ev.data = Some(chunk);
+                    }
+                },
+                Recv::Payload { ty, left } => {
+                    // HEADERS (or a control-type frame being rejected): the
+                    // whole payload is needed before it can be decoded.
+                    let have = s.unparsed().len() as u64;
+                    if have >= left {
+                        let payload = s.unparsed()[..left as usize].to_vec();
+                        s.advance(left as usize);
+                        s.recv = Recv::FrameHeader;
+                        self.on_frame_payload(q, id, ty, &payload)?;
+                        continue;
+                    }
+                    if s.recv_fin {
+                        return Err(ConnError::new(H3Code::FrameError, "truncated frame"));
+                    }
+                    let want = (left - have).min(MAX_CHUNK as u64) as usize;
+                    let buf = &mut self.scratch[..want];
+                    match recv(q, id, buf) {
+                        Read::Got(n, fin) => {
+                            let s = self.streams.get_mut(&id).unwrap();
+                            s.inbuf.extend_from_slice(&self.scratch[..n]);
+                            s.recv_fin = fin;
+                            if n == 0 && !fin {
+                                return Ok(());
+                            }
+                        },
+                        Read::Blocked => return Ok(()),
+                        Read::Reset(code) => return self.on_peer_reset(q, id, code),
+                    }
+                },
+                Recv::Discard { left } => {
+                    let from_buf = (s.unparsed().len() as u64).min(left);
+                    s.advance(from_buf as usize);
+                    let mut left = left - from_buf;
+                    if left > 0 && !s.recv_fin {
+                        let want = left.min(MAX_CHUNK as u64) as usize;
+                        match recv(q, id, &mut self.scratch[..want]) {
+                            Read::Got(n, fin) => {
+                                let s = self.streams.get_mut(&id).unwrap();
+                                s.recv_fin = fin;
+                                left -= n as u64;
+                                if n == 0 && !fin {
+                                    s.recv = Recv::Discard { left };
+                                    return Ok(());
+                                }
+                            },
+                            Read::Blocked => {
+                                self.streams.get_mut(&id).unwrap().recv = Recv::Discard { left };
+                                return Ok(());
+                            },
+                            Read::Reset(code) => return self.on_peer_reset(q, id, code),
+                        }
+                    }
+                    let s = self.streams.get_mut(&id).unwrap();
+                    if left > 0 && s.recv_fin && s.unparsed().is_empty() {
+                        return Err(ConnError::new(H3Code::FrameError, "truncated frame"));
+                    }
+                    s.recv = if left == 0 { Recv::FrameHeader } else { Recv::Discard { left } };
+                },
+            }
+        }
+    }
+
+    fn on_frame_start(&mut self, q: &mut QConn, id: u64, ty: u64, len: u64) -> ConnResult<()> {
+        let server = self.role == Role::Server;
+        let s = self.streams.get_mut(&id).unwrap();
+        let first = !s.headers_seen && s.body_received == 0;
+        match ty {
+            frame::HEADERS => {
+                if s.trailers_seen {
+                    return Err(ConnError::new(H3Code::FrameUnexpected, "HEADERS after trailers"));
+                }
+                if len > self.limits.max_field_section_size {
+                    if server && !s.headers_seen {
+                        s.recv = Recv::Discard { left: len };
+                        return self.refuse(q, id, 431);
+                    }
+                    s.recv = Recv::Discard { left: len };
+                    return self.stream_error(q, id, H3Code::ExcessiveLoad);
+                }
+                s.recv = Recv::Payload { ty, left: len };
+            },
+            frame::DATA => {
+                if !s.headers_seen {
+                    return Err(ConnError::new(H3Code::FrameUnexpected, "DATA before HEADERS"));
+                }
+                if s.trailers_seen {
+                    return Err(ConnError::new(H3Code::FrameUnexpected, "DATA after trailers"));
+                }
+                s.recv = if len == 0 { Recv::FrameHeader } else { Recv::Payload { ty, left: len } };
+            },
+            frame::WEBTRANSPORT_STREAM if first && server => {
+                // WebTransport streams need a session layer this release does
+                // not have yet: refuse the stream, keep the connection.
+                return self.stream_error(q, id, H3Code::StreamCreationError);
+            },
+            frame::SETTINGS | frame::GOAWAY | frame::MAX_PUSH_ID | frame::CANCEL_PUSH => {
+                return Err(ConnError::new(H3Code::FrameUnexpected, "control frame on request stream"));
+            },
+            frame::PUSH_PROMISE => {
+                return Err(if server {
+                    ConnError::new(H3Code::FrameUnexpected, "PUSH_PROMISE from client")
+                } else {
+                    ConnError::new(H3Code::IdError, "PUSH_PROMISE without MAX_PUSH_ID")
+                });
+            },
+            t if frame::is_reserved_h2_frame(t) => {
+                return Err(ConnError::new(H3Code::FrameUnexpected, "reserved HTTP/2 frame type"));
+            },
+            _ => s.recv = if len == 0 { Recv::FrameHeader } else { Recv::Discard { left: len } },
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, payload: &[u8]) -> Result<Vec<Header>, H3Code> {
+        match self.decoder.decode(payload, self.limits.max_field_section_size) {
+            Ok(h) => Ok(h),
+            Err(qpack::Error::HeaderListTooLarge) => Err(H3Code::ExcessiveLoad),
+            Err(_) => Err(H3Code::QpackDecompressionFailed),
+        }
+    }
+
+    fn on_frame_payload(&mut self, q: &mut QConn, id: u64, ty: u64, payload: &[u8]) -> ConnResult<()> {
+        debug_assert_eq!(ty, frame::HEADERS);
+        let fields = match self.decode(payload) {
+            Ok(f) => f,
+            Err(H3Code::QpackDecompressionFailed) => {
+                return Err(ConnError::new(H3Code::QpackDecompressionFailed, "QPACK decode failed"));
+            },
+            Err(code) => {
+                let s = self.streams.get_mut(&id).unwrap();
+                if self.role == Role::Server && !s.headers_seen {
+                    return self.refuse(q, id, 431);
+                }
+                return self.stream_error(q, id, code);
+            },
+        };
+        let s = self.streams.get_mut(&id).unwrap();
+        if s.headers_seen {
+            // Trailers.
+            s.trailers_seen = true;
+            if let Err(_why) = headers::check_trailers(&fields) {
+                return self.stream_error(q, id, H3Code::MessageError);
+            }
+            if s.hidden || s.drop_body {
+                return Ok(());
+            }
+            let ev = self.event(EventKind::Trailers, id);
+            ev.headers = Some(flatten(&fields));
+            return Ok(());
+        }
+        if fields.len() > self.limits.max_header_count {
+            if self.role == Role::Server {
+                return self.refuse(q, id, 431);
+            }
+            return self.stream_error(q, id, H3Code::ExcessiveLoad);
+        }
+        match self.role {
+            Role::Server => {
+                let head = match headers::check_request(&fields) {
+                    Ok(h) => h,
+                    Err(_why) => return self.stream_error(q, id, H3Code::MessageError),
+                };
+                let s = self.streams.get_mut(&id).unwrap();
+                s.headers_seen = true;
+                s.content_length = head.content_length;
+                let no_more = s.recv_fin && s.unparsed().is_empty();
+                s.drop_body = matches!(head.method.as_str(), "GET" | "HEAD");
+                let early = self.early;
+                let ev = self.event(EventKind::Headers, id);
+                ev.headers = Some(flatten(&fields));
+                ev.fin = no_more;
+                ev.early = early;
+            },
+            Role::Client => {
+                let (status, content_length) = match headers::check_response(&fields) {
+                    Ok(r) => r,
+                    Err(_why) => return self.stream_error(q, id, H3Code::MessageError),
+                };
+                if (100..200).contains(&status) {
+                    return Ok(()); // informational: the final response follows
+                }
+                let s = self.streams.get_mut(&id).unwrap();
+                s.headers_seen = true;
+                s.content_length = content_length;
+                let no_more = s.recv_fin && s.unparsed().is_empty();
+                let ev = self.event(EventKind::Headers, id);
+                ev.headers = Some(flatten(&fields));
+                ev.fin = no_more;
+            },
+        }
+        Ok(())
+    }
+
+    fn on_request_end(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+        let s = self.streams.get_mut(&id).unwrap();
+        if !s.headers_seen {
+            if s.hidden {
+                s.recv = Recv::Done;
+                return self.maybe_remove(id);
+            }
+            return self.stream_error(q, id, H3Code::RequestIncomplete);
+        }
+        if s.content_length.is_some_and(|cl| cl != s.body_received) {
+            return self.stream_error(q, id, H3Code::MessageError);
+        }
+        s.recv = Recv::Done;
+        if !s.hidden {
+            self.event(EventKind::Data, id).fin = true;
+        }
+        self.maybe_remove(id)
+    }
+
+    fn maybe_remove(&mut self, id: u64) -> ConnResult<()> {
+        if self.streams.get(&id).is_some_and(ReqStream::finished) && Some(id) != self.control_out {
+            self.streams.remove(&id);
+        }
+        Ok(())
+    }
+
+    fn on_peer_reset(&mut self, q: &mut QConn, id: u64, code: u64) -> ConnResult<()> {
+        let Some(s) = self.streams.get_mut(&id) else { return Ok(()) };
+        s.recv = Recv::Done;
+        let hidden = s.hidden || (!s.headers_seen && self.role == Role::Server);
+        if self.role == Role::Server && !(s.fin_sent && s.out.is_empty()) && !s.send_closed {
+            // The request was cancelled: so is its response (RFC 9114 §4.1.1).
+            let _ = q.stream_shutdown(id, Shutdown::Write, H3Code::RequestCancelled.code());
+            s.send_closed = true;
+            s.out.clear();
+        }
+        if !hidden {
+            let ev = self.event(EventKind::Reset, id);
+            ev.code = code;
+            ev.fin = true;
+        }
+        self.maybe_remove(id)
+    }
+
+    /// Stream error: abort both directions with `code`, tell JS.
+    fn stream_error(&mut self, q: &mut QConn, id: u64, code: H3Code) -> ConnResult<()> {
+        let _ = q.stream_shutdown(id, Shutdown::Read, code.code());
+        let _ = q.stream_shutdown(id, Shutdown::Write, code.code());
+        if let Some(s) = self.streams.remove(&id) {
+            if s.headers_seen && !s.hidden {
+                let ev = self.event(EventKind::Reset, id);
+                ev.code = code.code();
+                ev.fin = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Server: answers a request natively (431) without involving JS, and
+    /// asks the client to stop sending the rest (STOP_SENDING, H3_NO_ERROR).
+    fn refuse(&mut self, q: &mut QConn, id: u64, status: u16) -> ConnResult<()> {
+        let head = self.encode_headers(&[":status".into(), status.to_string()]);
+        let s = self.streams.get_mut(&id).unwrap();
+        s.hidden = true;
+        s.headers_seen = false;
+        let _ = q.stream_shutdown(id, Shutdown::Read, H3Code::NoError.code());
+        s.recv = Recv::Done;
+        self.queue(id, head, 0, true);
+        self.flush(q);
+        Ok(())
+    }
+
+    fn read_uni(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+        let st = self.uni.entry(id).or_insert(UniStream {
+            kind: UniKind::Unknown,
+            inbuf: Vec::new(),
+            discard: 0,
+            settings_seen: false,
+        });
+        if st.kind == UniKind::Ignored {
+            return Ok(());
+        }
+        let mut fin = false;
+        loop {
+            match recv(q, id, &mut self.scratch) {
+                Read::Got(n, f) => {
+                    let st = self.uni.get_mut(&id).unwrap();
+                    let mut data = &self.scratch[..n];
+                    if st.discard > 0 {
+                        let d = (st.discard as usize).min(data.len());
+                        st.discard -= d as u64;
+                        data = &data[d..];
+                    }
+                    if matches!(st.kind, UniKind::Encoder | UniKind::Decoder) {
+                        // Dynamic table capacity is 0: nothing to act on.
+                    } else {
+                        st.inbuf.extend_from_slice(data);
+                    }
+                    fin = f;
+                    if n == 0 || f {
+                        break;
+                    }
+                },
+                Read::Blocked => break,
+                Read::Reset(_) => {
+                    fin = true;
+                    break;
+                },
+            }
+        }
+        self.parse_uni(q, id)?;
+        if fin {
+            let kind = self.uni.get(&id).map(|s| s.kind);
+            if matches!(kind, Some(UniKind::Control | UniKind::Encoder | UniKind::Decoder)) {
+                return Err(ConnError::new(H3Code::ClosedCriticalStream, "critical stream closed"));
+            }
+            self.uni.remove(&id);
+        }
+        Ok(())
+    }
+
+    fn parse_uni(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+        let server = self.role == Role::Server;
+        let st = self.uni.get_mut(&id).unwrap();
+        if st.kind == UniKind::Unknown {
+            let Some((ty, n)) = frame::get_varint(&st.inbuf) else { return Ok(()) };
+            st.inbuf.drain(..n);
+            let (slot, kind) = match ty {
+                stream_type::CONTROL => (&mut self.peer_control, UniKind::Control),
+                stream_type::QPACK_ENCODER => (&mut self.peer_encoder, UniKind::Encoder),
+                stream_type::QPACK_DECODER => (&mut self.peer_decoder, UniKind::Decoder),
+                stream_type::PUSH if server => {
+                    return Err(ConnError::new(H3Code::StreamCreationError, "push stream from client"));
+                },
+                stream_type::PUSH => {
+                    return Err(ConnError::new(H3Code::IdError, "push stream without MAX_PUSH_ID"));
+                },
+                _ => {
+                    // Unknown (or WebTransport, not yet supported) stream
+                    // types are ignored: STOP_SENDING (RFC 9114 §6.2).
+                    st.kind = UniKind::Ignored;
+                    st.inbuf = Vec::new();
+                    let _ = q.stream_shutdown(id, Shutdown::Read, H3Code::StreamCreationError.code());
+                    return Ok(());
+                },
+            };
+            if slot.is_some() {
+                return Err(ConnError::new(H3Code::StreamCreationError, "duplicate critical stream"));
+            }
+            *slot = Some(id);
+            st.kind = kind;
+            if kind != UniKind::Control {
+                st.inbuf = Vec::new();
+                return Ok(());
+            }
+        }
+        if st.kind != UniKind::Control {
+            return Ok(());
+        }
+        loop {
+            let st = self.uni.get_mut(&id).unwrap();
+            let Some((ty, len, hl)) = frame::get_frame_header(&st.inbuf) else { return Ok(()) };
+            if !st.settings_seen && ty != frame::SETTINGS {
+                return Err(ConnError::new(H3Code::MissingSettings, "first control frame is not SETTINGS"));
+            }
+            let known = matches!(ty, frame::SETTINGS | frame::GOAWAY | frame::MAX_PUSH_ID | frame::CANCEL_PUSH);
+            if !known {
+                if matches!(ty, frame::DATA | frame::HEADERS | frame::PUSH_PROMISE)
+                    || frame::is_reserved_h2_frame(ty)
+                {
+                    return Err(ConnError::new(H3Code::FrameUnexpected, "frame not allowed on control stream"));
+                }
+                // Unknown frame: skip its payload, buffered or not.
+                let have = (st.inbuf.len() - hl) as u64;
+                let drop = have.min(len) as usize;
+                st.inbuf.drain(..hl + drop);
+                st.discard = len - drop as u64;
+                continue;
+            }
+            if len > MAX_CONTROL_FRAME {
+                return Err(ConnError::new(H3Code::ExcessiveLoad, "control frame too large"));
+            }
+            if ((st.inbuf.len() - hl) as u64) < len {
+                return Ok(());
+            }
+            let payload: Vec<u8> = st.inbuf[hl..hl + len as usize].to_vec();
+            st.inbuf.drain(..hl + len as usize);
+            match ty {
+                frame::SETTINGS => {
+                    if st.settings_seen {
+                        return Err(ConnError::new(H3Code::FrameUnexpected, "second SETTINGS"));
+                    }
+                    st.settings_seen = true;
+                    let pairs = frame::parse_settings(&payload)
+                        .ok_or(ConnError::new(H3Code::FrameError, "malformed SETTINGS"))?;
+                    let mut seen = BTreeSet::new();
+                    for (k, _) in &pairs {
+                        if setting::is_reserved_h2(*k) || !seen.insert(*k) {
+                            return Err(ConnError::new(H3Code::SettingsError, "invalid or duplicate setting"));
+                        }
+                    }
+                },
+                frame::GOAWAY => {
+                    let gid = frame::parse_single_varint(&payload)
+                        .ok_or(ConnError::new(H3Code::FrameError, "malformed GOAWAY"))?;
+                    if !server {
+                        if gid % 4 != 0 {
+                            return Err(ConnError::new(H3Code::IdError, "GOAWAY id not a request stream"));
+                        }
+                        if self.goaway.is_some_and(|prev| gid > prev) {
+                            return Err(ConnError::new(H3Code::IdError, "GOAWAY id increased"));
+                        }
+                        self.goaway = Some(gid);
+                        self.event(EventKind::GoAway, gid);
+                    }
+                },
+                frame::MAX_PUSH_ID if !server => {
+                    return Err(ConnError::new(H3Code::FrameUnexpected, "MAX_PUSH_ID from server"));
+                },
+                _ => {},
+            }
+        }
+    }
+
+    // ---- writing ------------------------------------------------------------
+
+    /// Moves queued bytes into QUIC as far as flow control allows.
+    pub fn flush(&mut self, q: &mut QConn) {
+        let ids: Vec<u64> = std::mem::take(&mut self.to_flush).into_iter().collect();
+        for id in ids {
+            let Some(s) = self.streams.get_mut(&id) else { continue };
+            if !s.opened || s.send_closed {
+                continue;
+            }
+            let mut blocked = false;
+            let mut stopped = None;
+            while let Some(chunk) = s.out.front() {
+                let last = s.out.len() == 1;
+                let rest = &chunk.bytes[s.out_off..];
+                let fin = last && s.out_fin;
+                match q.stream_send(id, rest, fin) {
+                    Ok(n) => {
+                        if n < rest.len() {
+                            s.out_off += n;
+                            blocked = true;
+                            break;
+                        }
+                        s.sent_report += chunk.payload;
+                        s.out_off = 0;
+                        s.out.pop_front();
+                        if fin {
+                            s.fin_sent = true;
+                        }
+                    },
+                    Err(quiche::Error::Done) => {
+                        blocked = true;
+                        break;
+                    },
+                    Err(quiche::Error::StreamStopped(code)) => {
+                        stopped = Some(code);
+                        break;
+                    },
+                    Err(_) => {
+                        stopped = Some(H3Code::InternalError.code());
+                        break;
+                    },
+                }
+            }
+            if !blocked && stopped.is_none() && s.out.is_empty() && s.out_fin && !s.fin_sent {
+                match q.stream_send(id, &[], true) {
+                    Ok(_) => s.fin_sent = true,
+                    Err(quiche::Error::StreamStopped(code)) => stopped = Some(code),
+                    Err(_) => blocked = true,
+                }
+            }
+            let report = std::mem::take(&mut s.sent_report);
+            let fin_now = s.fin_sent && s.out.is_empty();
+            let hidden = s.hidden;
+            if let Some(code) = stopped {
+                s.send_closed = true;
+                s.out.clear();
+                let _ = q.stream_shutdown(id, Shutdown::Write, code);
+                if !hidden {
+                    self.event(EventKind::StopSending, id).code = code;
+                }
+            } else if blocked {
+                self.to_flush.insert(id);
+            }
+            if report > 0 && !hidden {
+                self.event(EventKind::Sent, id).code = report;
+            }
+            if fin_now && stopped.is_none() && !hidden && id & 0x2 == 0 {
+                self.event(EventKind::Finished, id);
+            }
+            let _ = self.maybe_remove(id);
+        }
+    }
+
+    /// Checks streams waiting on JS for a STOP_SENDING from the peer, which
+    /// quiche only reports on the next send attempt.
+    pub fn poll_stopped(&mut self, q: &mut QConn) {
+        let mut stopped = Vec::new();
+        for (&id, s) in &self.streams {
+            if id & 0x2 == 0 && s.headers_seen && !s.send_closed && !s.fin_sent && s.out.is_empty() {
+                if let Err(quiche::Error::StreamStopped(code)) = q.stream_writable(id, 0) {
+                    stopped.push((id, code));
+                }
+            }
+        }
+        for (id, code) in stopped {
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.send_closed = true;
+                let _ = q.stream_shutdown(id, Shutdown::Write, code);
+                if !s.hidden {
+                    self.event(EventKind::StopSending, id).code = code;
+                }
+                let _ = self.maybe_remove(id);
+            }
+        }
+    }
+}
+
+fn flatten(fields: &[Header]) -> Vec<String> {
+    let mut out = Vec::with_capacity(fields.len() * 2);
+    for f in fields {
+        out.push(to_js_string(f.name()));
+        out.push(to_js_string(f.value()));
+    }
+    out
+}

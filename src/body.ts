@@ -1,0 +1,171 @@
+/**
+ * Body plumbing shared by the server and the client.
+ *
+ * - {@link IncomingBody}: a `ReadableStream` fed by native Data events. Bytes
+ *   are granted back to the native side only as the reader consumes them, so
+ *   a slow reader flow-controls the peer.
+ * - {@link OutgoingBody}: pumps a `ReadableStream` into the stream, reading
+ *   the source only while fewer than `writeWindow` bytes are waiting for
+ *   QUIC, so a slow peer slows the producer.
+ *
+ * @internal
+ * @module
+ */
+import { H3Codes } from './errors'
+import type { StreamPort } from './native'
+
+export class IncomingBody {
+  readonly stream: ReadableStream<Uint8Array>
+  #controller!: ReadableStreamDefaultController<Uint8Array>
+  #enqueued = 0
+  #granted = 0
+  #hwm: number
+  #done = false
+
+  constructor(port: StreamPort, readWindow: number) {
+    this.#hwm = readWindow
+    this.stream = new ReadableStream<Uint8Array>(
+      {
+        start: (c) => {
+          this.#controller = c
+        },
+        pull: (c) => {
+          // consumed = everything enqueued minus what still sits in the queue.
+          const queued = this.#hwm - (c.desiredSize ?? 0)
+          const consumed = this.#enqueued - Math.max(0, queued)
+          if (consumed > this.#granted && !this.#done) {
+            port.grant(consumed - this.#granted)
+            this.#granted = consumed
+          }
+        },
+        cancel: () => {
+          if (!this.#done) {
+            this.#done = true
+            // Tell the peer we will not read the rest (STOP_SENDING).
+            port.stopSending(H3Codes.NO_ERROR)
+          }
+        },
+      },
+      { highWaterMark: readWindow, size: (chunk) => chunk.byteLength },
+    )
+  }
+
+  get done(): boolean {
+    return this.#done
+  }
+
+  push(chunk: Uint8Array): void {
+    if (this.#done) return
+    this.#enqueued += chunk.byteLength
+    this.#controller.enqueue(chunk)
+  }
+
+  end(): void {
+    if (this.#done) return
+    this.#done = true
+    this.#controller.close()
+  }
+
+  fail(err: unknown): void {
+    if (this.#done) return
+    this.#done = true
+    this.#controller.error(err)
+  }
+}
+
+export class OutgoingBody {
+  #outstanding = 0
+  #wake: (() => void) | null = null
+  #reader: ReadableStreamDefaultReader<Uint8Array> | null = null
+  #failed: unknown = undefined
+  #window: number
+  #port: StreamPort
+
+  constructor(port: StreamPort, writeWindow: number) {
+    this.#port = port
+    this.#window = writeWindow
+  }
+
+  /** Native side accepted `bytes` into QUIC. */
+  sent(bytes: number): void {
+    this.#outstanding -= bytes
+    if (this.#outstanding < this.#window && this.#wake) {
+      const w = this.#wake
+      this.#wake = null
+      w()
+    }
+  }
+
+  /** The peer reset or stopped the stream: stop reading the source. */
+  abort(reason: unknown): void {
+    if (this.#failed !== undefined) return
+    this.#failed = reason
+    this.#reader?.cancel(reason).catch(() => {})
+    const w = this.#wake
+    this.#wake = null
+    w?.()
+  }
+
+  get aborted(): boolean {
+    return this.#failed !== undefined
+  }
+
+  /**
+   * Sends `body` to the end; `trailers` (flat name/value list) follow it.
+   * Resolves when everything was handed to the native side; rejects if the
+   * source fails (the stream is then reset) or the peer aborted.
+   */
+  async pump(body: ReadableStream<Uint8Array>, trailers?: () => string[] | undefined): Promise<void> {
+    const reader = body.getReader()
+    this.#reader = reader
+    try {
+      for (;;) {
+        while (this.#outstanding >= this.#window && this.#failed === undefined) {
+          await new Promise<void>((resolve) => {
+            this.#wake = resolve
+          })
+        }
+        if (this.#failed !== undefined) throw this.#failed
+        const { value, done } = await reader.read()
+        if (this.#failed !== undefined) throw this.#failed
+        if (done) break
+        const chunk = toBytes(value)
+        if (chunk.byteLength === 0) continue
+        this.#outstanding += chunk.byteLength
+        this.#port.write(chunk, false)
+      }
+      const t = trailers?.()
+      if (t && t.length > 0) this.#port.sendHeaders(t, true)
+      else this.#port.write(new Uint8Array(0), true)
+    } catch (err) {
+      if (this.#failed === undefined) {
+        // The source failed mid-body: the peer must not take a truncated
+        // body for a complete one.
+        this.#port.reset(H3Codes.INTERNAL_ERROR)
+        this.#failed = err
+        reader.cancel(err).catch(() => {})
+      }
+      throw err
+    } finally {
+      reader.releaseLock()
+    }
+  }
+}
+
+function toBytes(v: unknown): Uint8Array {
+  if (v instanceof Uint8Array) return v
+  if (typeof v === 'string') return Buffer.from(v)
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
+  if (v instanceof ArrayBuffer) return new Uint8Array(v)
+  throw new TypeError('body chunks must be Uint8Array, ArrayBuffer views or strings')
+}
+
+/** Flattens `Headers` into `[name, value, ...]`, lowercase names. */
+export function flattenHeaders(h: Headers, out: string[] = []): string[] {
+  h.forEach((value, name) => {
+    if (name === 'set-cookie') return
+    out.push(name, value)
+  })
+  for (const c of h.getSetCookie()) out.push('set-cookie', c)
+  return out
+}

@@ -1,0 +1,133 @@
+/**
+ * Options, their defaults and units, and their validation. Defaults are
+ * applied here and nowhere else.
+ *
+ * @module
+ */
+import { H3Error } from './errors'
+
+/**
+ * QUIC transport and HTTP/3 limits shared by servers and clients. Every
+ * field is optional; the default is given with its unit.
+ */
+export interface TransportOptions {
+  /**
+   * Close a connection after this long with no packets, in milliseconds.
+   * The peer is reaped by QUIC's idle timer (no CONNECTION_CLOSE is sent).
+   * 0 disables it. Default `30000`.
+   */
+  idleTimeoutMs?: number
+  /** Abandon a handshake that takes longer, in milliseconds; 0 disables. Default `10000`. */
+  handshakeTimeoutMs?: number
+  /** Concurrent bidirectional (request) streams the peer may open. Default `256`. */
+  maxConcurrentBidiStreams?: number
+  /** Concurrent unidirectional streams the peer may open. Default `16`. */
+  maxConcurrentUniStreams?: number
+  /** Initial connection-level flow-control window, in bytes. Default `4 MiB`. */
+  connectionWindow?: number
+  /** Initial per-stream flow-control window, in bytes. Default `1 MiB`. */
+  streamWindow?: number
+  /** Largest connection window auto-tuning may grow to, in bytes. Default `24 MiB`. */
+  maxConnectionWindow?: number
+  /** Largest stream window auto-tuning may grow to, in bytes. Default `16 MiB`. */
+  maxStreamWindow?: number
+  /**
+   * Largest header section accepted, in bytes, counted as in RFC 9114 §4.2.2
+   * (name + value + 32 per field). Larger requests get 431. Default `16384`.
+   */
+  maxHeaderSize?: number
+  /** Most fields in one header section; more gets 431. Default `128`. */
+  maxHeaderCount?: number
+  /**
+   * Bytes of one body held for JavaScript and not yet read, per stream.
+   * Past this QUIC flow control stops the peer. Default `256 KiB`.
+   */
+  streamReadWindow?: number
+  /**
+   * Bytes of one outgoing body handed to the native side and not yet
+   * accepted by QUIC, per stream. Past this, reading the body source pauses.
+   * Default `256 KiB`.
+   */
+  streamWriteWindow?: number
+  /** Congestion control: `'cubic'`, `'reno'` or `'bbr2'`. Default `'cubic'`. */
+  congestionControl?: 'cubic' | 'reno' | 'bbr2'
+  /** Accept 0-RTT early data from resuming clients. Default `false`. */
+  earlyData?: boolean
+  /** Write one qlog file per connection into this directory. Default: none. */
+  qlogDir?: string
+  /**
+   * Native I/O threads, shared by every server and client in the process;
+   * the first one created decides. Default: half the CPU cores, 1 to 4.
+   */
+  threads?: number
+}
+
+/** Resolved transport options, as the native side takes them. */
+export interface ResolvedTransport {
+  idleTimeoutMs: number
+  handshakeTimeoutMs: number
+  maxStreamsBidi: number
+  maxStreamsUni: number
+  connectionWindow: number
+  streamWindow: number
+  maxConnectionWindow: number
+  maxStreamWindow: number
+  congestionControl: string
+  earlyData: boolean
+  qlogDir?: string
+  maxHeaderSize: number
+  maxHeaderCount: number
+  streamReadWindow: number
+  threads: number
+}
+
+const MiB = 1024 * 1024
+
+function integer(opts: Record<string, unknown>, name: string, def: number, min: number, max: number): number {
+  const v = opts[name]
+  if (v === undefined) return def
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new H3Error('ERR_H3_INVALID_OPTION', `option ${name} must be an integer from ${min} to ${max}, got ${String(v)}`)
+  }
+  return v
+}
+
+function bool(opts: Record<string, unknown>, name: string, def: boolean): boolean {
+  const v = opts[name]
+  if (v === undefined) return def
+  if (typeof v !== 'boolean') throw new H3Error('ERR_H3_INVALID_OPTION', `option ${name} must be a boolean, got ${String(v)}`)
+  return v
+}
+
+/** Validates `opts` and applies defaults; throws ERR_H3_INVALID_OPTION naming the option. */
+export function resolveTransport(opts: TransportOptions): ResolvedTransport & { streamWriteWindow: number } {
+  const o = opts as Record<string, unknown>
+  const cc = o.congestionControl ?? 'cubic'
+  if (cc !== 'cubic' && cc !== 'reno' && cc !== 'bbr2') {
+    throw new H3Error('ERR_H3_INVALID_OPTION', `option congestionControl must be 'cubic', 'reno' or 'bbr2', got ${String(cc)}`)
+  }
+  if (o.qlogDir !== undefined && typeof o.qlogDir !== 'string') {
+    throw new H3Error('ERR_H3_INVALID_OPTION', 'option qlogDir must be a string')
+  }
+  const big = 2 ** 40
+  return {
+    idleTimeoutMs: integer(o, 'idleTimeoutMs', 30_000, 0, 2 ** 31),
+    handshakeTimeoutMs: integer(o, 'handshakeTimeoutMs', 10_000, 0, 2 ** 31),
+    maxStreamsBidi: integer(o, 'maxConcurrentBidiStreams', 256, 0, 2 ** 31),
+    maxStreamsUni: integer(o, 'maxConcurrentUniStreams', 16, 3, 2 ** 31),
+    connectionWindow: integer(o, 'connectionWindow', 4 * MiB, 1024, big),
+    streamWindow: integer(o, 'streamWindow', 1 * MiB, 1024, big),
+    maxConnectionWindow: integer(o, 'maxConnectionWindow', 24 * MiB, 1024, big),
+    maxStreamWindow: integer(o, 'maxStreamWindow', 16 * MiB, 1024, big),
+    congestionControl: cc,
+    earlyData: bool(o, 'earlyData', false),
+    qlogDir: o.qlogDir as string | undefined,
+    maxHeaderSize: integer(o, 'maxHeaderSize', 16 * 1024, 1024, 2 ** 24),
+    maxHeaderCount: integer(o, 'maxHeaderCount', 128, 8, 2 ** 16),
+    streamReadWindow: integer(o, 'streamReadWindow', 256 * 1024, 1024, big),
+    streamWriteWindow: integer(o, 'streamWriteWindow', 256 * 1024, 1024, big),
+    threads: integer(o, 'threads', 0, 0, 64),
+  }
+}
+
+export { integer as checkInteger, bool as checkBoolean }

@@ -1,0 +1,640 @@
+/**
+ * The HTTP/3 server: {@link listen} for `for await` scripts, {@link serve}
+ * for `fetch(request) => Response` handlers.
+ *
+ * @module
+ */
+import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
+
+import { IncomingBody, OutgoingBody, flattenHeaders } from './body'
+import { generateDevCertificate, type DevCertificate } from './cert'
+import { H3Codes, H3Error, fromNative } from './errors'
+import { native, Ev, type NativeEvent, type StreamPort } from './native'
+import { checkBoolean, checkInteger, resolveTransport, type TransportOptions } from './options'
+
+/** Where a request came from. */
+export interface ConnectionInfo {
+  /** Connection id, unique within the server. */
+  readonly id: number
+  /** Peer IP address. */
+  readonly remoteAddress: string
+  /** Peer UDP port. */
+  readonly remotePort: number
+  /** Local IP address. */
+  readonly localAddress: string
+  /** Local UDP port. */
+  readonly localPort: number
+  /** Negotiated ALPN (`'h3'`). */
+  readonly alpn: string
+  /** Whether the TLS session was resumed. */
+  readonly resumed: boolean
+  /** The SNI server name the client sent, if any. */
+  readonly serverName: string | null
+}
+
+/** Transport statistics of one connection. */
+export interface ConnectionStats {
+  /** Smoothed round-trip time, milliseconds. */
+  rttMs: number
+  /** Congestion window, bytes. */
+  cwnd: number
+  /** Packets sent. */
+  sentPackets: number
+  /** Packets received. */
+  recvPackets: number
+  /** Packets declared lost. */
+  lostPackets: number
+  /** UDP payload bytes sent. */
+  sentBytes: number
+  /** UDP payload bytes received. */
+  recvBytes: number
+}
+
+/** Options of {@link listen}. */
+export interface ListenOptions extends TransportOptions {
+  /** UDP port; 0 picks a free one (see {@link Server.address}). Default `4433`. */
+  port?: number
+  /**
+   * IP address to bind. `'::'` is dual-stack (IPv4 too) unless `ipv6Only`.
+   * Default `'::'`.
+   */
+  host?: string
+  /** With host `'::'`, refuse IPv4. Default `false`. */
+  ipv6Only?: boolean
+  /**
+   * Certificate chain, leaf first: PEM text, a Buffer of PEM, or a file path.
+   * Without `cert` and `key`, a development certificate is generated
+   * (see {@link Server.certificate}).
+   */
+  cert?: string | Buffer
+  /** Private key: PEM text, a Buffer of PEM, or a file path. */
+  key?: string | Buffer
+  /** Validity of the generated development certificate, days (1 to 14). Default `14`. */
+  devCertDays?: number
+  /**
+   * Stateless Retry (address validation) before accepting a connection:
+   * protects against spoofed sources at the cost of one round trip.
+   * Default `false`.
+   */
+  retry?: boolean
+  /**
+   * How long {@link Server.close} lets in-flight requests finish after
+   * GOAWAY before closing connections, milliseconds. Default `5000`.
+   */
+  closeGraceMs?: number
+  /**
+   * Called with errors of request handlers (they become 500 responses or
+   * stream resets) and responses that could not be sent. Default: `console.error`.
+   */
+  onError?: (error: unknown, request: IncomingRequest) => void
+}
+
+/** Options of {@link IncomingRequest.respond}. */
+export interface RespondOptions {
+  /** Trailers sent after the body. A function is called once the body is sent. */
+  trailers?: HeadersInit | (() => HeadersInit | undefined)
+}
+
+type StreamState = {
+  req: IncomingRequest
+  body: IncomingBody | null
+  out: OutgoingBody | null
+  abort: AbortController
+  finished: boolean
+}
+
+/**
+ * One request, as yielded by `for await (const req of server)`.
+ * `request` is a standard `Request`; answer with {@link respond}.
+ */
+export class IncomingRequest {
+  /** The connection the request arrived on. */
+  readonly connection: ConnectionInfo
+  /** Whether the request arrived in 0-RTT early data (replayable). */
+  readonly earlyData: boolean
+  /** The QUIC stream id of the request. */
+  readonly streamId: number
+  #server: Server
+  #fields: string[]
+  #request: Request | null = null
+  #state: StreamState
+  #responded = false
+  #trailers: Headers | null = null
+  #method: string
+  #url: string
+
+  /** @internal */
+  constructor(server: Server, conn: ConnectionInfo, stream: number, fields: string[], early: boolean, state: StreamState) {
+    this.#server = server
+    this.connection = conn
+    this.streamId = stream
+    this.#fields = fields
+    this.earlyData = early
+    this.#state = state
+    let method = 'GET'
+    let scheme = 'https'
+    let authority = ''
+    let path = '/'
+    let host = ''
+    for (let i = 0; i < fields.length; i += 2) {
+      const n = fields[i]
+      if (n === ':method') method = fields[i + 1]
+      else if (n === ':scheme') scheme = fields[i + 1]
+      else if (n === ':authority') authority = fields[i + 1]
+      else if (n === ':path') path = fields[i + 1]
+      else if (n === 'host') host = fields[i + 1]
+    }
+    this.#method = method
+    authority ||= host || `${conn.localAddress.includes(':') ? `[${conn.localAddress}]` : conn.localAddress}:${conn.localPort}`
+    this.#url = `${scheme}://${authority}${path.startsWith('/') ? path : '/' + path}`
+  }
+
+  /** The request method. */
+  get method(): string {
+    return this.#method
+  }
+
+  /** The absolute request URL (`https://authority/path`). */
+  get url(): string {
+    return this.#url
+  }
+
+  /** The request as a standard `Request` (built on first access). */
+  get request(): Request {
+    if (this.#request) return this.#request
+    const headers = new Headers()
+    const f = this.#fields
+    for (let i = 0; i < f.length; i += 2) {
+      if (f[i].charCodeAt(0) !== 58 /* ':' */) headers.append(f[i], f[i + 1])
+    }
+    const init: RequestInit & { duplex?: 'half' } = {
+      method: this.#method,
+      headers,
+      signal: this.#state.abort.signal,
+    }
+    if (this.#state.body) {
+      init.body = this.#state.body.stream
+      init.duplex = 'half'
+    }
+    this.#request = new Request(this.#url, init)
+    return this.#request
+  }
+
+  /** Aborts when the client resets the stream, stops reading, or the connection dies before the response is complete. */
+  get signal(): AbortSignal {
+    return this.#state.abort.signal
+  }
+
+  /** Trailers the client sent after the body, once the body has been read to the end. */
+  get trailers(): Headers | null {
+    return this.#trailers
+  }
+
+  /** @internal */
+  setTrailers(fields: string[]): void {
+    const h = new Headers()
+    for (let i = 0; i < fields.length; i += 2) h.append(fields[i], fields[i + 1])
+    this.#trailers = h
+  }
+
+  /** Whether {@link respond} was called. */
+  get responded(): boolean {
+    return this.#responded
+  }
+
+  /**
+   * Sends `response` (or what the promise resolves to). A rejected promise
+   * or a non-`Response` value gives a 500 (reported to `onError`); a body
+   * that fails midway resets the stream with H3_INTERNAL_ERROR. Calling it
+   * twice throws `ERR_H3_ALREADY_RESPONDED`.
+   *
+   * @returns a promise that settles when the response has been handed to
+   * QUIC (or failed); it never rejects.
+   */
+  respond(response: Response | PromiseLike<Response>, options?: RespondOptions): Promise<void> {
+    if (this.#responded) {
+      throw new H3Error('ERR_H3_ALREADY_RESPONDED', `request ${this.#method} ${this.#url} was already responded to`)
+    }
+    this.#responded = true
+    return this.#send(response, options)
+  }
+
+  async #send(input: Response | PromiseLike<Response>, options?: RespondOptions): Promise<void> {
+    const port = this.#server.port(this.connection.id, this.streamId)
+    let res: Response
+    try {
+      res = await input
+      if (!(res instanceof Response)) {
+        throw new H3Error('ERR_H3_INVALID_RESPONSE', `handler returned ${typeof res}, not a Response`)
+      }
+    } catch (err) {
+      this.#server.reportError(err, this)
+      if (!this.#state.finished && !this.#state.abort.signal.aborted) {
+        port.sendHeaders([':status', '500', 'content-type', 'text/plain;charset=utf-8'], false)
+        port.write(Buffer.from('Internal Server Error'), true)
+      }
+      return
+    }
+    if (this.#state.finished || this.#state.abort.signal.aborted) {
+      await res.body?.cancel(this.#state.abort.signal.reason).catch(() => {})
+      return
+    }
+    const head = flattenHeaders(res.headers, [':status', String(res.status)])
+    const body = this.#method === 'HEAD' || res.status === 204 || res.status === 304 ? null : res.body
+    if (!body) {
+      port.sendHeaders(head, true)
+      await res.body?.cancel().catch(() => {})
+      return
+    }
+    port.sendHeaders(head, false)
+    const out = this.#server.outgoing(this.#state, port)
+    const t = options?.trailers
+    try {
+      await out.pump(body, () => {
+        const init = typeof t === 'function' ? t() : t
+        return init ? flattenHeaders(new Headers(init)) : undefined
+      })
+    } catch (err) {
+      // A peer abort is not a handler error.
+      if (!this.#state.abort.signal.aborted) this.#server.reportError(err, this)
+    }
+  }
+}
+
+/** Address a server is bound to. */
+export interface AddressInfo {
+  /** IP address. */
+  address: string
+  /** UDP port. */
+  port: number
+  /** `'IPv4'` or `'IPv6'`. */
+  family: 'IPv4' | 'IPv6'
+}
+
+function pem(value: string | Buffer, name: string): Buffer {
+  if (Buffer.isBuffer(value)) return value
+  if (typeof value !== 'string') throw new H3Error('ERR_H3_INVALID_OPTION', `option ${name} must be PEM text, a Buffer or a file path`)
+  if (value.includes('-----BEGIN')) return Buffer.from(value)
+  try {
+    return readFileSync(value)
+  } catch (e) {
+    throw new H3Error(name === 'cert' ? 'ERR_H3_INVALID_CERT' : 'ERR_H3_INVALID_KEY', `cannot read ${name} file ${value}: ${(e as Error).message}`, { cause: e })
+  }
+}
+
+/**
+ * An HTTP/3 server. Iterate it with `for await` to receive requests; close
+ * it with {@link close} (or `await using`).
+ */
+export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
+  /** The generated development certificate, when no `cert` was given. */
+  readonly certificate: DevCertificate | null
+  #native: InstanceType<typeof native.NativeServer>
+  #conns = new Map<number, ConnectionInfo>()
+  #streams = new Map<number, Map<number, StreamState>>()
+  #queue: IncomingRequest[] = []
+  #waiters: ((r: IteratorResult<IncomingRequest>) => void)[] = []
+  #closing: Promise<void> | null = null
+  #closed = false
+  #resolveClosed!: () => void
+  #closedPromise: Promise<void>
+  #readWindow: number
+  #writeWindow: number
+  #graceMs: number
+  #onError: (error: unknown, request: IncomingRequest) => void
+  #handler: ((req: IncomingRequest) => void) | null = null
+
+  /** @internal use {@link listen} */
+  constructor(options: ListenOptions = {}) {
+    const o = options as Record<string, unknown>
+    const transport = resolveTransport(options)
+    const port = checkInteger(o, 'port', 4433, 0, 65535)
+    const host = options.host ?? '::'
+    if (typeof host !== 'string' || isIP(host) === 0) {
+      throw new H3Error('ERR_H3_INVALID_OPTION', `option host must be an IPv4 or IPv6 address, got ${String(host)}`)
+    }
+    const retry = checkBoolean(o, 'retry', false)
+    const ipv6Only = checkBoolean(o, 'ipv6Only', false)
+    this.#graceMs = checkInteger(o, 'closeGraceMs', 5000, 0, 2 ** 31)
+    const days = checkInteger(o, 'devCertDays', 14, 1, 14)
+    if (options.onError !== undefined && typeof options.onError !== 'function') {
+      throw new H3Error('ERR_H3_INVALID_OPTION', 'option onError must be a function')
+    }
+    this.#onError = options.onError ?? ((e) => console.error('h3node: request handler failed:', e))
+    this.#readWindow = transport.streamReadWindow
+    this.#writeWindow = transport.streamWriteWindow
+    let cert: Buffer
+    let key: Buffer
+    if (options.cert === undefined && options.key === undefined) {
+      const dev = generateDevCertificate({ days, names: host === '::' || host === '0.0.0.0' ? [] : [host] })
+      this.certificate = dev
+      cert = Buffer.from(dev.cert)
+      key = Buffer.from(dev.key)
+      const loopback = host === '127.0.0.1' || host === '::1' || host.startsWith('127.')
+      if (!loopback) {
+        process.emitWarning(
+          `h3node is serving a generated development certificate on ${host}; pass cert and key for production`,
+          { code: 'H3NODE_DEV_CERT' },
+        )
+      }
+    } else {
+      if (options.cert === undefined) throw new H3Error('ERR_H3_INVALID_OPTION', 'option key was given without cert')
+      if (options.key === undefined) throw new H3Error('ERR_H3_INVALID_OPTION', 'option cert was given without key')
+      cert = pem(options.cert, 'cert')
+      key = pem(options.key, 'key')
+      this.certificate = null
+    }
+    this.#closedPromise = new Promise((r) => {
+      this.#resolveClosed = r
+    })
+    try {
+      this.#native = native.NativeServer.listen(
+        { host, port, ipv6Only, cert, key, retry, transport },
+        () => this.#onBatch(),
+      )
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  /** The bound address. */
+  address(): AddressInfo {
+    const [address, port, family] = this.#native.address()
+    return { address, port: Number(port), family: family as 'IPv4' | 'IPv6' }
+  }
+
+  /** Number of open QUIC connections. */
+  get connections(): number {
+    return this.#native.connectionCount()
+  }
+
+  /** Transport statistics of a connection (`null` once it is gone). */
+  async stats(connectionId: number): Promise<ConnectionStats | null> {
+    return (await this.#native.stats(connectionId)) as ConnectionStats | null
+  }
+
+  /** Resolves when the server has fully closed. */
+  get closed(): Promise<void> {
+    return this.#closedPromise
+  }
+
+  /** @internal */
+  port(conn: number, stream: number): StreamPort {
+    const n = this.#native
+    return {
+      write: (data, fin) => n.write(conn, stream, data, fin),
+      sendHeaders: (h, fin) => n.sendHeaders(conn, stream, h, fin),
+      grant: (b) => n.grant(conn, stream, b),
+      reset: (code) => n.reset(conn, stream, code),
+      stopSending: (code) => n.stopSending(conn, stream, code),
+    }
+  }
+
+  /** @internal */
+  outgoing(state: StreamState, port: StreamPort): OutgoingBody {
+    state.out = new OutgoingBody(port, this.#writeWindow)
+    return state.out
+  }
+
+  /** @internal */
+  reportError(err: unknown, req: IncomingRequest): void {
+    try {
+      this.#onError(err, req)
+    } catch {
+      // An onError that throws must not take the server down.
+    }
+  }
+
+  /** @internal used by {@link serve} */
+  setHandler(h: (req: IncomingRequest) => void): void {
+    this.#handler = h
+  }
+
+  #onBatch(): void {
+    const events = this.#native.takeEvents()
+    for (const e of events) this.#dispatch(e)
+  }
+
+  #state(e: NativeEvent): StreamState | undefined {
+    return this.#streams.get(e.conn)?.get(e.stream)
+  }
+
+  #drop(conn: number, stream: number): void {
+    const m = this.#streams.get(conn)
+    m?.delete(stream)
+  }
+
+  #dispatch(e: NativeEvent): void {
+    switch (e.kind) {
+      case Ev.ConnOpen:
+        this.#conns.set(e.conn, {
+          id: e.conn,
+          remoteAddress: e.remoteAddress ?? '',
+          remotePort: e.remotePort ?? 0,
+          localAddress: e.localAddress ?? '',
+          localPort: e.localPort ?? 0,
+          alpn: e.alpn ?? '',
+          resumed: e.resumed ?? false,
+          serverName: e.serverName ?? null,
+        })
+        this.#streams.set(e.conn, new Map())
+        break
+      case Ev.Headers: {
+        const conn = this.#conns.get(e.conn)
+        const streams = this.#streams.get(e.conn)
+        if (!conn || !streams) break
+        const fields = e.headers ?? []
+        let method = 'GET'
+        for (let i = 0; i < fields.length; i += 2) if (fields[i] === ':method') method = fields[i + 1]
+        const hasBody = !e.fin && method !== 'GET' && method !== 'HEAD'
+        const state: StreamState = {
+          req: null as unknown as IncomingRequest,
+          body: null,
+          out: null,
+          abort: new AbortController(),
+          finished: false,
+        }
+        if (hasBody) state.body = new IncomingBody(this.port(e.conn, e.stream), this.#readWindow)
+        state.req = new IncomingRequest(this, conn, e.stream, fields, e.early, state)
+        streams.set(e.stream, state)
+        this.#deliver(state.req)
+        break
+      }
+      case Ev.Data: {
+        const s = this.#state(e)
+        if (!s?.body) break
+        if (e.data && e.data.byteLength > 0) s.body.push(e.data)
+        if (e.fin) {
+          s.body.end()
+          if (s.finished) this.#drop(e.conn, e.stream)
+        }
+        break
+      }
+      case Ev.Trailers: {
+        const s = this.#state(e)
+        s?.req.setTrailers(e.headers ?? [])
+        break
+      }
+      case Ev.Reset: {
+        const s = this.#state(e)
+        if (!s) break
+        const err = new H3Error('ERR_H3_STREAM_RESET', `stream reset with code 0x${e.code.toString(16)}`, { wireCode: e.code })
+        this.#abort(s, err)
+        this.#drop(e.conn, e.stream)
+        break
+      }
+      case Ev.StopSending: {
+        const s = this.#state(e)
+        if (!s) break
+        const err = new H3Error('ERR_H3_STOP_SENDING', `client stopped reading (code 0x${e.code.toString(16)})`, { wireCode: e.code })
+        this.#abort(s, err)
+        break
+      }
+      case Ev.Sent:
+        this.#state(e)?.out?.sent(e.code)
+        break
+      case Ev.Finished: {
+        const s = this.#state(e)
+        if (s) {
+          s.finished = true
+          // The handler may still be reading a body that is arriving.
+          if (!s.body || s.body.done) this.#drop(e.conn, e.stream)
+        }
+        break
+      }
+      case Ev.ConnClose: {
+        const streams = this.#streams.get(e.conn)
+        if (streams) {
+          const err = new H3Error('ERR_H3_CONNECTION_CLOSED', `connection closed${e.text ? `: ${e.text}` : ''}`, { wireCode: e.code })
+          for (const s of streams.values()) this.#abort(s, err)
+        }
+        this.#streams.delete(e.conn)
+        this.#conns.delete(e.conn)
+        break
+      }
+      case Ev.ServerClosed:
+        this.#finishClose()
+        break
+    }
+  }
+
+  #abort(s: StreamState, err: H3Error): void {
+    s.body?.fail(err)
+    // After the response was complete, nothing is aborted: that is a normal end.
+    if (s.finished) return
+    s.finished = true
+    s.abort.abort(err)
+    s.out?.abort(err)
+  }
+
+  #deliver(req: IncomingRequest): void {
+    if (this.#handler) {
+      this.#handler(req)
+      return
+    }
+    const w = this.#waiters.shift()
+    if (w) w({ value: req, done: false })
+    else this.#queue.push(req)
+  }
+
+  /** Yields requests until the server closes. */
+  [Symbol.asyncIterator](): AsyncIterator<IncomingRequest> {
+    return {
+      next: () => {
+        const r = this.#queue.shift()
+        if (r) return Promise.resolve({ value: r, done: false })
+        if (this.#closing) return Promise.resolve({ value: undefined, done: true })
+        return new Promise((resolve) => this.#waiters.push(resolve))
+      },
+      return: async () => {
+        await this.close()
+        return { value: undefined, done: true }
+      },
+    }
+  }
+
+  /**
+   * Graceful shutdown: stops accepting connections, sends GOAWAY on every
+   * connection (requests already received go on; new ones are refused with
+   * H3_REQUEST_REJECTED), closes each connection with H3_NO_ERROR when its
+   * requests are done, and after `graceMs` (default: the `closeGraceMs`
+   * option) closes the rest. Resolves when every connection is gone and
+   * the native threads of this server are released.
+   */
+  close(graceMs: number = this.#graceMs): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = this.#closedPromise
+      this.#native.close(graceMs)
+      for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true })
+    }
+    return this.#closing
+  }
+
+  #finishClose(): void {
+    if (this.#closed) return
+    this.#closed = true
+    // Requests that never got an answer end with the server.
+    for (const r of this.#queue.splice(0)) {
+      const st = this.#streams.get(r.connection.id)?.get(r.streamId)
+      if (st) this.#abort(st, new H3Error('ERR_H3_SERVER_CLOSED', 'server closed'))
+    }
+    this.#native.release()
+    this.#resolveClosed()
+  }
+
+  /** `await using server = await listen(...)` closes it at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close()
+  }
+}
+
+/**
+ * Starts an HTTP/3 server.
+ *
+ * @example
+ * ```ts
+ * import { listen } from 'h3node'
+ * const server = await listen({ port: 4433 })
+ * for await (const req of server) {
+ *   req.respond(new Response('Hello, HTTP/3!'))
+ * }
+ * ```
+ */
+export async function listen(options: ListenOptions = {}): Promise<Server> {
+  return new Server(options)
+}
+
+/** Options of {@link serve}. */
+export interface ServeOptions extends ListenOptions {
+  /** Answers one request. Throwing or rejecting gives a 500. */
+  fetch: (request: Request, info: IncomingRequest) => Response | PromiseLike<Response>
+}
+
+/**
+ * Starts a server that answers every request with `options.fetch`, the
+ * handler shape of Hono and other Web-standard frameworks.
+ *
+ * @example
+ * ```ts
+ * import { serve } from 'h3node'
+ * const server = await serve({ port: 4433, fetch: (req) => new Response(`you asked for ${new URL(req.url).pathname}`) })
+ * ```
+ */
+export async function serve(options: ServeOptions): Promise<Server> {
+  if (typeof options?.fetch !== 'function') throw new H3Error('ERR_H3_INVALID_OPTION', 'option fetch must be a function')
+  const server = new Server(options)
+  const handler = options.fetch
+  server.setHandler((req) => {
+    let res: Response | PromiseLike<Response>
+    try {
+      res = handler(req.request, req)
+    } catch (err) {
+      res = Promise.reject(err)
+    }
+    void req.respond(res)
+  })
+  return server
+}
+
+export { H3Codes }
