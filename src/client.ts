@@ -42,6 +42,23 @@ type Pending = {
   recvDone: boolean
   onAbort: (() => void) | null
   signal: AbortSignal
+  trailers: Headers | null
+  resolveTrailers: ((h: Headers | null) => void) | null
+}
+
+/** Request options h3node adds to `RequestInit`. */
+export interface H3RequestInit extends RequestInit {
+  /** Trailers sent after the request body (needs a body). */
+  trailers?: HeadersInit
+}
+
+/**
+ * The `Response` {@link Client.fetch} resolves to: a standard `Response`
+ * plus the trailers the server sent after the body.
+ */
+export interface H3Response extends Response {
+  /** Resolves with the response trailers (or `null`) once the body has been read to the end. */
+  readonly trailers: Promise<Headers | null>
 }
 
 type Conn = {
@@ -155,7 +172,7 @@ export class Client implements AsyncDisposable {
    * (`https:` URLs only); the body may be any `BodyInit`, including a
    * `ReadableStream`, which is streamed with backpressure.
    */
-  async fetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
+  async fetch(input: string | URL | Request, init?: H3RequestInit): Promise<H3Response> {
     if (this.#closed) throw new H3Error('ERR_H3_CLIENT_CLOSED', 'client is closed')
     const needsDuplex = init?.body instanceof ReadableStream || (input instanceof Request && input.body !== null)
     const req = new Request(input, needsDuplex ? ({ ...init, duplex: 'half' } as RequestInit) : init)
@@ -173,12 +190,13 @@ export class Client implements AsyncDisposable {
     const body = req.body
     const stream = this.#native.request(conn.id, head, body === null)
     if (stream < 0) throw new H3Error('ERR_H3_CONNECTION_CLOSED', `connection to ${url.origin} is closed`)
-    return new Promise<Response>((resolve, reject) => {
+    const trailers = init?.trailers === undefined ? undefined : flattenHeaders(new Headers(init.trailers))
+    return new Promise<H3Response>((resolve, reject) => {
       const p: Pending = {
         conn,
         stream,
         method: req.method,
-        resolve,
+        resolve: resolve as (r: Response) => void,
         reject,
         responded: false,
         body: null,
@@ -187,6 +205,8 @@ export class Client implements AsyncDisposable {
         recvDone: false,
         onAbort: null,
         signal: req.signal,
+        trailers: null,
+        resolveTrailers: null,
       }
       conn.streams.set(stream, p)
       p.onAbort = () => {
@@ -196,7 +216,7 @@ export class Client implements AsyncDisposable {
       req.signal.addEventListener('abort', p.onAbort, { once: true })
       if (body) {
         p.out = new OutgoingBody(this.#port(conn.id, stream), this.#writeWindow)
-        p.out.pump(body).then(
+        p.out.pump(body, () => trailers).then(
           () => {
             p.sendDone = true
             this.#maybeDone(p)
@@ -228,6 +248,7 @@ export class Client implements AsyncDisposable {
     }
     p.body?.fail(err)
     p.out?.abort(err)
+    p.resolveTrailers?.(null)
   }
 
   #onBatch(): void {
@@ -267,7 +288,13 @@ export class Client implements AsyncDisposable {
         if (!nullBody) p.body = new IncomingBody(this.#port(p.conn.id, p.stream), this.#readWindow)
         p.responded = true
         try {
-          p.resolve(new Response(p.body?.stream ?? null, { status, headers }))
+          const res = new Response(p.body?.stream ?? null, { status, headers })
+          const trailers = new Promise<Headers | null>((r) => {
+            p.resolveTrailers = r
+          })
+          trailers.catch(() => {})
+          Object.defineProperty(res, 'trailers', { value: trailers, enumerable: false })
+          p.resolve(res)
         } catch (err) {
           p.responded = false
           this.#native.reset(p.conn.id, p.stream, H3Codes.MESSAGE_ERROR)
@@ -276,6 +303,7 @@ export class Client implements AsyncDisposable {
         }
         if (nullBody && e.fin) {
           p.recvDone = true
+          p.resolveTrailers?.(null)
           this.#maybeDone(p)
         }
         break
@@ -285,9 +313,17 @@ export class Client implements AsyncDisposable {
         if (e.fin) {
           p.body?.end()
           p.recvDone = true
+          p.resolveTrailers?.(p.trailers)
           this.#maybeDone(p)
         }
         break
+      case Ev.Trailers: {
+        const h = new Headers()
+        const f = e.headers ?? []
+        for (let i = 0; i < f.length; i += 2) h.append(f[i], f[i + 1])
+        p.trailers = h
+        break
+      }
       case Ev.Reset:
         this.#fail(p, new H3Error('ERR_H3_STREAM_RESET', `server reset the stream (code 0x${e.code.toString(16)})`, { wireCode: e.code }))
         break

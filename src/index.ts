@@ -18,7 +18,7 @@
 export { listen, serve, Server, IncomingRequest, H3Codes } from './server'
 export type { ListenOptions, ServeOptions, RespondOptions, ConnectionInfo, ConnectionStats, AddressInfo } from './server'
 export { Client } from './client'
-export type { ClientOptions } from './client'
+export type { ClientOptions, H3RequestInit, H3Response } from './client'
 export { generateDevCertificate, certificateSha256 } from './cert'
 export type { DevCertificate, DevCertificateOptions } from './cert'
 export { H3Error } from './errors'

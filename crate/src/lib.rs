@@ -426,7 +426,10 @@ impl NativeClient {
                     conns.lock().unwrap().insert(id, Arc::new(c));
                     deferred.resolve(move |_| Ok(id));
                 },
-                Err(e) => deferred.reject(coded("ERR_H3_CONNECT", format!("cannot connect to {peer}: {e}"))),
+                Err(e) => deferred.reject(coded(
+                    "ERR_H3_CONNECT",
+                    format!("cannot connect to {peer}: handshake failed (certificate not trusted, no h3 ALPN, or no answer): {e}"),
+                )),
             }
         });
         Ok(promise)

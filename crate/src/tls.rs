@@ -10,7 +10,7 @@ use boring::hash::MessageDigest;
 use boring::nid::Nid;
 use boring::pkey::{PKey, Private};
 use boring::ssl::{SslContextBuilder, SslMethod, SslVerifyMode, SslVersion};
-use boring::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+use boring::x509::extension::{ExtendedKeyUsage, SubjectAlternativeName};
 use boring::x509::store::X509StoreBuilder;
 use boring::x509::{X509NameBuilder, X509};
 use tokio_quiche::quic::ConnectionHook;
@@ -113,9 +113,9 @@ pub fn generate_dev_cert(days: u32, extra_names: &[String]) -> Result<DevCert, T
     );
     b.set_not_before(&nb).map_err(e)?;
     b.set_not_after(&na).map_err(e)?;
-    b.append_extension(BasicConstraints::new().critical().build().map_err(e)?).map_err(e)?;
-    b.append_extension(KeyUsage::new().critical().digital_signature().build().map_err(e)?)
-        .map_err(e)?;
+    // No basicConstraints/keyUsage: the certificate is its own trust anchor
+    // when a client trusts it as a CA (a CA:FALSE or signature-only key usage
+    // would make that fail), and browsers pinning it by hash ignore both.
     b.append_extension(ExtendedKeyUsage::new().server_auth().build().map_err(e)?).map_err(e)?;
     let mut san = SubjectAlternativeName::new();
     san.dns("localhost").ip("127.0.0.1").ip("::1");

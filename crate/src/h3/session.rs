@@ -334,15 +334,17 @@ impl Session {
     }
 
     fn open_pending(&mut self, q: &mut QConn) {
+        // Each stream is created (by its first send) before the next is
+        // considered: quiche counts only created streams against the limit.
         while let Some(&id) = self.pending_opens.front() {
             if q.peer_streams_left_bidi() == 0 {
                 break;
             }
+            self.pending_opens.pop_front();
             if let Some(s) = self.streams.get_mut(&id) {
                 s.opened = true;
+                self.flush_stream(q, id);
             }
-            self.pending_opens.pop_front();
-            self.to_flush.insert(id);
         }
     }
 
@@ -961,9 +963,15 @@ impl Session {
     pub fn flush(&mut self, q: &mut QConn) {
         let ids: Vec<u64> = std::mem::take(&mut self.to_flush).into_iter().collect();
         for id in ids {
-            let Some(s) = self.streams.get_mut(&id) else { continue };
+            self.flush_stream(q, id);
+        }
+    }
+
+    fn flush_stream(&mut self, q: &mut QConn, id: u64) {
+        {
+            let Some(s) = self.streams.get_mut(&id) else { return };
             if !s.opened || s.send_closed {
-                continue;
+                return;
             }
             let mut blocked = false;
             let mut stopped = None;
@@ -992,6 +1000,12 @@ impl Session {
                     Err(quiche::Error::StreamStopped(code)) => {
                         stopped = Some(code);
                         break;
+                    },
+                    Err(quiche::Error::StreamLimit) => {
+                        // Not creatable yet: back to the queue of unopened requests.
+                        s.opened = false;
+                        self.pending_opens.push_front(id);
+                        return;
                     },
                     Err(_) => {
                         stopped = Some(H3Code::InternalError.code());
