@@ -1,0 +1,125 @@
+// Backpressure both ways and what aborts do, over real UDP.
+import test from 'ava'
+
+import { pair, handle, patternStream, patternSha256, digest, sleep, waitFor } from './helpers/h3.mjs'
+
+const MiB = 1024 * 1024
+
+test('a slow JS reader flow-controls the client upload', async (t) => {
+  const p = await pair(t)
+  const total = 128 * MiB
+  let pulled = 0
+  let atStall = -1
+  handle(p.server, async (req) => {
+    await sleep(1500) // the handler does not read yet
+    atStall = pulled
+    const d = await digest(req.request.body)
+    req.respond(Response.json(d))
+  })
+  const res = await p.client.fetch(`${p.base}/up`, {
+    method: 'POST',
+    duplex: 'half',
+    body: patternStream(total, { onPull: (n) => (pulled = n) }),
+  })
+  const d = await res.json()
+  t.is(d.bytes, total)
+  t.is(d.sha256, patternSha256(total))
+  t.log(`client source pulled ${(atStall / MiB).toFixed(1)} MiB while the server did not read`)
+  t.true(atStall >= 0 && atStall < 32 * MiB, `pulled ${atStall} bytes during the stall`)
+})
+
+test('a slow client flow-controls the Response body source', async (t) => {
+  const p = await pair(t)
+  const total = 128 * MiB
+  let pulled = 0
+  handle(p.server, (req) => req.respond(new Response(patternStream(total, { onPull: (n) => (pulled = n) }))))
+  const res = await p.client.fetch(`${p.base}/down`)
+  await sleep(1500) // the client does not read yet
+  const atStall = pulled
+  const d = await digest(res.body)
+  t.is(d.bytes, total)
+  t.is(d.sha256, patternSha256(total))
+  t.log(`server source pulled ${(atStall / MiB).toFixed(1)} MiB while the client did not read`)
+  t.true(atStall < 32 * MiB, `pulled ${atStall} bytes during the stall`)
+})
+
+test('request.signal aborts when the client aborts; the response source is cancelled', async (t) => {
+  const p = await pair(t)
+  let serverSignal
+  let cancelled
+  const cancelledP = new Promise((r) => (cancelled = r))
+  handle(p.server, (req) => {
+    serverSignal = req.request.signal
+    req.respond(new Response(new ReadableStream({
+      pull: async (c) => {
+        await sleep(5)
+        c.enqueue(new Uint8Array(16 * 1024))
+      },
+      cancel: (reason) => cancelled(reason),
+    })))
+  })
+  const ac = new AbortController()
+  const res = await p.client.fetch(`${p.base}/stream`, { signal: ac.signal })
+  const reader = res.body.getReader()
+  await reader.read()
+  ac.abort()
+  const readErr = await reader.read().then(() => null, (e) => e)
+  t.is(readErr?.name, 'AbortError')
+  // The client sends RESET_STREAM and STOP_SENDING together; whichever the
+  // server meets first aborts it, with the client's code.
+  const resetCodes = ['ERR_H3_STREAM_RESET', 'ERR_H3_STOP_SENDING']
+  const reason = await cancelledP
+  t.true(resetCodes.includes(reason.code), reason.code)
+  t.true(await waitFor(() => serverSignal.aborted))
+  t.true(resetCodes.includes(serverSignal.reason.code))
+  t.is(serverSignal.reason.wireCode, 0x10c) // H3_REQUEST_CANCELLED
+})
+
+test('cancelling the response body on the client aborts the server side too', async (t) => {
+  const p = await pair(t)
+  let serverSignal
+  handle(p.server, (req) => {
+    serverSignal = req.signal
+    req.respond(new Response(patternStream(64 * MiB)))
+  })
+  const res = await p.client.fetch(`${p.base}/big`)
+  const reader = res.body.getReader()
+  await reader.read()
+  await reader.cancel()
+  t.true(await waitFor(() => serverSignal?.aborted))
+})
+
+test('request.signal does not abort on normal completion', async (t) => {
+  const p = await pair(t)
+  const signals = []
+  handle(p.server, async (req) => {
+    signals.push(req.request.signal)
+    const body = req.method === 'POST' ? await req.request.text() : 'x'.repeat(100_000)
+    req.respond(new Response(body))
+  })
+  await (await p.client.fetch(`${p.base}/a`)).text()
+  await (await p.client.fetch(`${p.base}/b`, { method: 'POST', body: 'y'.repeat(300_000) })).text()
+  await sleep(200)
+  t.is(signals.length, 2)
+  t.false(signals[0].aborted)
+  t.false(signals[1].aborted)
+})
+
+test('request.signal aborts when the connection dies before the response is complete', async (t) => {
+  const p = await pair(t)
+  let serverSignal
+  let got
+  const gotP = new Promise((r) => (got = r))
+  handle(p.server, (req) => {
+    serverSignal = req.signal
+    got()
+    // never responds
+  })
+  const pending = p.client.fetch(`${p.base}/hang`).catch((e) => e)
+  await gotP
+  await p.client.close()
+  const err = await pending
+  t.is(err.code, 'ERR_H3_CLIENT_CLOSED')
+  t.true(await waitFor(() => serverSignal.aborted, 5000))
+  t.is(serverSignal.reason.code, 'ERR_H3_CONNECTION_CLOSED')
+})
