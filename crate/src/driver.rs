@@ -160,7 +160,11 @@ impl ApplicationOverQuic for Driver {
             }
         }
         self.session.flush(q);
-        if self.draining && self.session.active_requests() == 0 && !q.is_closed() {
+        if self.draining
+            && !q.is_closed()
+            && self.session.active_requests() == 0
+            && self.session.all_delivered(q)
+        {
             let _ = q.close(true, H3Code::NoError.code(), b"");
         }
         self.flush_events();

@@ -128,6 +128,28 @@ fn bind(addr: SocketAddr, dual_stack: bool) -> std::io::Result<std::net::UdpSock
     Ok(sock.into())
 }
 
+/// tokio-quiche's packet router notices that nobody accepts any more only
+/// when it is woken by a packet: send it one, then wait until the port is
+/// free, so that `close()` resolving means the socket is closed.
+async fn release_socket(local: SocketAddr) {
+    let target = match local.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), local.port()),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), local.port()),
+        _ => local,
+    };
+    let bind_any: SocketAddr = if target.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+    let Ok(waker) = tokio::net::UdpSocket::bind(bind_any).await else { return };
+    for attempt in 0..200 {
+        if attempt % 10 == 0 {
+            let _ = waker.send_to(&[0u8], target).await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if std::net::UdpSocket::bind(local).is_ok() {
+            return;
+        }
+    }
+}
+
 impl Server {
     /// Binds and starts accepting. Events go to `sink`.
     pub fn start(handle: Handle, cfg: ServerConfig, sink: Arc<EventSink>) -> Result<Self, StartError> {
@@ -163,6 +185,7 @@ impl Server {
         let next_id = Arc::new(AtomicU32::new(1));
         let limits = cfg.limits;
         {
+            let local = local;
             let (sink, conns) = (sink.clone(), conns.clone());
             handle.spawn(async move {
                 loop {
@@ -199,6 +222,7 @@ impl Server {
                     }
                     notified.await;
                 }
+                release_socket(local).await;
                 sink.push(Event::new(EventKind::ServerClosed, 0, 0));
             });
         }

@@ -205,6 +205,9 @@ pub struct Session {
     to_flush: BTreeSet<u64>,
     to_read: BTreeSet<u64>,
     pending_opens: VecDeque<u64>,
+    /// Request streams whose FIN was sent but which quiche may still hold
+    /// (data not yet acknowledged).
+    unacked: BTreeSet<u64>,
     next_uni: u64,
     /// Events for JS, taken by the driver after each turn.
     pub events: Vec<Event>,
@@ -232,6 +235,7 @@ impl Session {
             to_flush: BTreeSet::new(),
             to_read: BTreeSet::new(),
             pending_opens: VecDeque::new(),
+            unacked: BTreeSet::new(),
             next_uni: if role == Role::Server { 3 } else { 2 },
             events: Vec::new(),
             scratch: vec![0; MAX_CHUNK],
@@ -247,6 +251,14 @@ impl Session {
     /// Number of request streams still open.
     pub fn active_requests(&self) -> usize {
         self.streams.keys().filter(|&&id| id & 0x2 == 0).count()
+    }
+
+    /// Whether every response sent has been fully delivered: quiche drops a
+    /// stream once its data is acknowledged and both sides are finished.
+    /// Closing the connection before then would discard the unsent tail.
+    pub fn all_delivered(&mut self, q: &mut QConn) -> bool {
+        self.unacked.retain(|&id| q.stream_capacity(id).is_ok());
+        self.unacked.is_empty()
     }
 
     /// Whether a GOAWAY has been sent (server) or received (client).
@@ -1036,8 +1048,11 @@ impl Session {
             if report > 0 && !hidden {
                 self.event(EventKind::Sent, id).code = report;
             }
-            if fin_now && stopped.is_none() && !hidden && id & 0x2 == 0 {
-                self.event(EventKind::Finished, id);
+            if fin_now && stopped.is_none() && id & 0x2 == 0 {
+                self.unacked.insert(id);
+                if !hidden {
+                    self.event(EventKind::Finished, id);
+                }
             }
             let _ = self.maybe_remove(id);
         }
