@@ -82,7 +82,12 @@ pub struct Event {
 impl Event {
     /// A bare event of `kind` on `conn`/`stream`.
     pub fn new(kind: EventKind, conn: u32, stream: u64) -> Self {
-        Self { kind: kind as u32, conn, stream, ..Default::default() }
+        Self {
+            kind: kind as u32,
+            conn,
+            stream,
+            ..Default::default()
+        }
     }
 }
 
@@ -90,9 +95,17 @@ impl Event {
 pub enum Command {
     /// Send a header section (response head, client request or trailers).
     /// Names and values alternate in `headers`.
-    Headers { stream: u64, headers: Vec<String>, fin: bool },
+    Headers {
+        stream: u64,
+        headers: Vec<String>,
+        fin: bool,
+    },
     /// Send body bytes as a DATA frame; `fin` ends the stream.
-    Write { stream: u64, data: Vec<u8>, fin: bool },
+    Write {
+        stream: u64,
+        data: Vec<u8>,
+        fin: bool,
+    },
     /// JS consumed `bytes` of the stream's received body: read more.
     Grant { stream: u64, bytes: u64 },
     /// Abort the stream both ways: RESET_STREAM and STOP_SENDING with `code`.
@@ -111,7 +124,9 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Headers { stream, .. } => write!(f, "Headers({stream})"),
-            Self::Write { stream, data, fin } => write!(f, "Write({stream}, {}, {fin})", data.len()),
+            Self::Write { stream, data, fin } => {
+                write!(f, "Write({stream}, {}, {fin})", data.len())
+            }
             Self::Grant { stream, bytes } => write!(f, "Grant({stream}, {bytes})"),
             Self::Reset { stream, code } => write!(f, "Reset({stream}, {code})"),
             Self::StopSending { stream, code } => write!(f, "StopSending({stream}, {code})"),

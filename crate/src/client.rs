@@ -38,26 +38,55 @@ impl ClientConn {
 }
 
 /// Connects to `peer` and completes the handshake.
-#[allow(clippy::too_many_arguments, reason = "one call site, all plain settings")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site, all plain settings"
+)]
 pub async fn connect(
-    id: u32, peer: SocketAddr, server_name: Option<String>, trust: ClientTrust,
-    transport: Transport, limits: Limits, sink: Arc<EventSink>, on_gone: Box<dyn FnOnce() + Send>,
+    id: u32,
+    peer: SocketAddr,
+    server_name: Option<String>,
+    trust: ClientTrust,
+    transport: Transport,
+    limits: Limits,
+    sink: Arc<EventSink>,
+    on_gone: Box<dyn FnOnce() + Send>,
 ) -> Result<ClientConn, String> {
-    let bind: SocketAddr = if peer.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
-    let sock = tokio::net::UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+    let bind: SocketAddr = if peer.is_ipv6() {
+        "[::]:0".parse().unwrap()
+    } else {
+        "0.0.0.0:0".parse().unwrap()
+    };
+    let sock = tokio::net::UdpSocket::bind(bind)
+        .await
+        .map_err(|e| e.to_string())?;
     sock.connect(peer).await.map_err(|e| e.to_string())?;
     let local = sock.local_addr().map_err(|e| e.to_string())?;
-    let socket = Socket::<std::sync::Arc<tokio::net::UdpSocket>, std::sync::Arc<tokio::net::UdpSocket>>::from_udp(sock).map_err(|e| e.to_string())?;
+    let socket = Socket::<
+        std::sync::Arc<tokio::net::UdpSocket>,
+        std::sync::Arc<tokio::net::UdpSocket>,
+    >::from_udp(sock)
+    .map_err(|e| e.to_string())?;
     let mut settings = transport.quic_settings_client();
     // Verification is set up by the hook; quiche must not override it.
     settings.verify_peer = false;
-    let hooks = Hooks { connection_hook: Some(Arc::new(ClientHook { trust })) };
-    let paths = TlsCertificatePaths { cert: "", private_key: "", kind: CertificateKind::X509 };
+    let hooks = Hooks {
+        connection_hook: Some(Arc::new(ClientHook { trust })),
+    };
+    let paths = TlsCertificatePaths {
+        cert: "",
+        private_key: "",
+        kind: CertificateKind::X509,
+    };
     let params = ConnectionParams::new_client(settings, Some(paths), hooks);
     let (tx, rx) = mpsc::unbounded_channel();
-    let driver = Driver::new(Role::Client, id, limits, rx, sink, local, peer, on_gone);
+    let driver = Driver::new(Role::Client, id, limits, rx, sink, (local, peer), on_gone);
     tokio_quiche::quic::connect_with_config(socket, server_name.as_deref(), &params, driver)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(ClientConn { tx, next_stream: AtomicU64::new(0), peer })
+    Ok(ClientConn {
+        tx,
+        next_stream: AtomicU64::new(0),
+        peer,
+    })
 }

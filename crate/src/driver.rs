@@ -32,11 +32,17 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver for connection `id`.
+    /// A driver for connection `id` between `addrs` (local, peer).
     pub fn new(
-        role: Role, id: u32, limits: Limits, rx: mpsc::UnboundedReceiver<Command>,
-        sink: Arc<EventSink>, local: SocketAddr, peer: SocketAddr, on_gone: OnGone,
+        role: Role,
+        id: u32,
+        limits: Limits,
+        rx: mpsc::UnboundedReceiver<Command>,
+        sink: Arc<EventSink>,
+        addrs: (SocketAddr, SocketAddr),
+        on_gone: OnGone,
     ) -> Self {
+        let (local, peer) = addrs;
         Self {
             id,
             session: Session::new(role, id, limits),
@@ -58,7 +64,11 @@ impl Driver {
     fn apply(&mut self, q: &mut QuicheConnection, cmd: Command) {
         let s = &mut self.session;
         match cmd {
-            Command::Headers { stream, headers, fin } => s.send_headers(q, stream, &headers, fin),
+            Command::Headers {
+                stream,
+                headers,
+                fin,
+            } => s.send_headers(q, stream, &headers, fin),
             Command::Write { stream, data, fin } => s.write(stream, data, fin),
             Command::Grant { stream, bytes } => s.grant(stream, bytes),
             Command::Reset { stream, code } => s.reset(q, stream, code),
@@ -66,10 +76,10 @@ impl Driver {
             Command::GoAway => {
                 s.goaway();
                 self.draining = true;
-            },
+            }
             Command::Close { code, reason } => {
                 let _ = q.close(true, code, reason.as_bytes());
-            },
+            }
             Command::Stats(cb) => cb(stats_of(q)),
         }
     }
@@ -99,7 +109,9 @@ pub fn stats_of(q: &QuicheConnection) -> ConnStats {
 
 impl ApplicationOverQuic for Driver {
     fn on_conn_established(
-        &mut self, q: &mut QuicheConnection, _info: &HandshakeInfo,
+        &mut self,
+        q: &mut QuicheConnection,
+        _info: &HandshakeInfo,
     ) -> QuicResult<()> {
         self.established = true;
         if let Err(e) = self.session.start(q) {
@@ -172,7 +184,10 @@ impl ApplicationOverQuic for Driver {
     }
 
     fn on_conn_close<M: Metrics>(
-        &mut self, q: &mut QuicheConnection, _metrics: &M, result: &QuicResult<()>,
+        &mut self,
+        q: &mut QuicheConnection,
+        _metrics: &M,
+        result: &QuicResult<()>,
     ) {
         self.flush_events();
         let mut ev = Event::new(EventKind::ConnClose, self.id, 0);

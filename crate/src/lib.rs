@@ -212,11 +212,14 @@ impl NativeServer {
     /// events are waiting in `take_events()`.
     #[napi(factory)]
     pub fn listen(options: NativeServerOptions, on_batch: BatchFn) -> Result<NativeServer> {
-        let ip: IpAddr = options
-            .host
-            .parse()
-            .map_err(|_| coded("ERR_H3_INVALID_OPTION", format!("host {:?} is not an IP address", options.host)))?;
-        let identity = tls::Identity::from_pem(&options.cert, &options.key).map_err(|e| coded(e.code, e.message))?;
+        let ip: IpAddr = options.host.parse().map_err(|_| {
+            coded(
+                "ERR_H3_INVALID_OPTION",
+                format!("host {:?} is not an IP address", options.host),
+            )
+        })?;
+        let identity = tls::Identity::from_pem(&options.cert, &options.key)
+            .map_err(|e| coded(e.code, e.message))?;
         let (transport, limits) = options.transport.split();
         let threads = options.transport.threads as usize;
         let handle = runtime::acquire(threads).map_err(|e| coded("ERR_H3_RUNTIME", e))?;
@@ -229,11 +232,14 @@ impl NativeServer {
             retry: options.retry,
         };
         match server::Server::start(handle, cfg, sink_for(on_batch)) {
-            Ok(inner) => Ok(NativeServer { inner, released: false }),
+            Ok(inner) => Ok(NativeServer {
+                inner,
+                released: false,
+            }),
             Err(e) => {
                 runtime::release();
                 Err(coded(e.code, e.message))
-            },
+            }
         }
     }
 
@@ -247,7 +253,11 @@ impl NativeServer {
     #[napi]
     pub fn address(&self) -> Vec<String> {
         let a = self.inner.local_addr();
-        vec![a.ip().to_string(), a.port().to_string(), if a.is_ipv6() { "IPv6" } else { "IPv4" }.into()]
+        vec![
+            a.ip().to_string(),
+            a.port().to_string(),
+            if a.is_ipv6() { "IPv6" } else { "IPv4" }.into(),
+        ]
     }
 
     /// Open connections.
@@ -259,37 +269,75 @@ impl NativeServer {
     /// Sends a header section (flat name/value list).
     #[napi]
     pub fn send_headers(&self, conn: u32, stream: i64, headers: Vec<String>, fin: bool) -> bool {
-        self.inner.command(conn, Command::Headers { stream: stream as u64, headers, fin })
+        self.inner.command(
+            conn,
+            Command::Headers {
+                stream: stream as u64,
+                headers,
+                fin,
+            },
+        )
     }
 
     /// Sends body bytes.
     #[napi]
     pub fn write(&self, conn: u32, stream: i64, data: &[u8], fin: bool) -> bool {
-        self.inner.command(conn, Command::Write { stream: stream as u64, data: data.to_vec(), fin })
+        self.inner.command(
+            conn,
+            Command::Write {
+                stream: stream as u64,
+                data: data.to_vec(),
+                fin,
+            },
+        )
     }
 
     /// Returns read credit for a request body.
     #[napi]
     pub fn grant(&self, conn: u32, stream: i64, bytes: f64) -> bool {
-        self.inner.command(conn, Command::Grant { stream: stream as u64, bytes: bytes as u64 })
+        self.inner.command(
+            conn,
+            Command::Grant {
+                stream: stream as u64,
+                bytes: bytes as u64,
+            },
+        )
     }
 
     /// RESET_STREAM + STOP_SENDING with `code`.
     #[napi]
     pub fn reset(&self, conn: u32, stream: i64, code: f64) -> bool {
-        self.inner.command(conn, Command::Reset { stream: stream as u64, code: code as u64 })
+        self.inner.command(
+            conn,
+            Command::Reset {
+                stream: stream as u64,
+                code: code as u64,
+            },
+        )
     }
 
     /// STOP_SENDING with `code`.
     #[napi]
     pub fn stop_sending(&self, conn: u32, stream: i64, code: f64) -> bool {
-        self.inner.command(conn, Command::StopSending { stream: stream as u64, code: code as u64 })
+        self.inner.command(
+            conn,
+            Command::StopSending {
+                stream: stream as u64,
+                code: code as u64,
+            },
+        )
     }
 
     /// Closes one connection with an application error code.
     #[napi]
     pub fn close_connection(&self, conn: u32, code: f64, reason: String) -> bool {
-        self.inner.command(conn, Command::Close { code: code as u64, reason })
+        self.inner.command(
+            conn,
+            Command::Close {
+                code: code as u64,
+                reason,
+            },
+        )
     }
 
     /// Transport statistics of one connection (null once it is gone).
@@ -302,7 +350,8 @@ impl NativeServer {
     /// `grace_ms`. A ServerClosed event follows.
     #[napi]
     pub fn close(&self, grace_ms: f64) {
-        self.inner.close(Duration::from_millis(grace_ms.max(0.0) as u64));
+        self.inner
+            .close(Duration::from_millis(grace_ms.max(0.0) as u64));
     }
 
     /// Drops the JS callback and this server's hold on the runtime. Call
@@ -321,7 +370,12 @@ impl NativeServer {
 #[napi]
 pub fn generate_dev_cert(days: u32, names: Vec<String>) -> Result<Vec<String>> {
     let c = tls::generate_dev_cert(days, &names).map_err(|e| coded(e.code, e.message))?;
-    Ok(vec![c.cert_pem, c.key_pem, hex(&c.sha256), c.not_after.to_string()])
+    Ok(vec![
+        c.cert_pem,
+        c.key_pem,
+        hex(&c.sha256),
+        c.not_after.to_string(),
+    ])
 }
 
 /// SHA-256 (hex) of the first certificate of a PEM chain, or null.
@@ -333,7 +387,9 @@ pub fn certificate_sha256(cert: Buffer) -> Option<String> {
 /// Checks that `cert` and `key` parse and match; throws a coded error if not.
 #[napi]
 pub fn check_identity(cert: Buffer, key: Buffer) -> Result<()> {
-    tls::Identity::from_pem(&cert, &key).map(|_| ()).map_err(|e| coded(e.code, e.message))
+    tls::Identity::from_pem(&cert, &key)
+        .map(|_| ())
+        .map_err(|e| coded(e.code, e.message))
 }
 
 /// Whether the addon's runtime threads are running.
@@ -371,7 +427,10 @@ pub struct NativeClient {
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.replace(':', "");
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[napi]
@@ -382,11 +441,15 @@ impl NativeClient {
         let mut pins = Vec::new();
         for p in &options.pinned_sha256 {
             pins.push(unhex(p).filter(|v| v.len() == 32).ok_or_else(|| {
-                coded("ERR_H3_INVALID_OPTION", format!("pinned hash {p:?} is not 64 hex digits"))
+                coded(
+                    "ERR_H3_INVALID_OPTION",
+                    format!("pinned hash {p:?} is not 64 hex digits"),
+                )
             })?);
         }
         let (transport, limits) = options.transport.split();
-        let handle = runtime::acquire(options.transport.threads as usize).map_err(|e| coded("ERR_H3_RUNTIME", e))?;
+        let handle = runtime::acquire(options.transport.threads as usize)
+            .map_err(|e| coded("ERR_H3_RUNTIME", e))?;
         Ok(NativeClient {
             sink: sink_for(on_batch),
             conns: Arc::new(Mutex::new(HashMap::new())),
@@ -405,14 +468,28 @@ impl NativeClient {
 
     /// Connects to `host:port` (an IP address); resolves to a connection id.
     #[napi(ts_return_type = "Promise<number>")]
-    pub fn connect<'e>(&self, env: &'e Env, host: String, port: u32, server_name: Option<String>) -> Result<Object<'e>> {
-        let ip: IpAddr = host
-            .parse()
-            .map_err(|_| coded("ERR_H3_INVALID_OPTION", format!("{host:?} is not an IP address")))?;
+    pub fn connect<'e>(
+        &self,
+        env: &'e Env,
+        host: String,
+        port: u32,
+        server_name: Option<String>,
+    ) -> Result<Object<'e>> {
+        let ip: IpAddr = host.parse().map_err(|_| {
+            coded(
+                "ERR_H3_INVALID_OPTION",
+                format!("{host:?} is not an IP address"),
+            )
+        })?;
         let (deferred, promise) = env.create_deferred::<u32, _>()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (trust, transport, limits, sink, conns) =
-            (self.trust.clone(), self.transport.clone(), self.limits.clone(), self.sink.clone(), self.conns.clone());
+        let (trust, transport, limits, sink, conns) = (
+            self.trust.clone(),
+            self.transport.clone(),
+            self.limits.clone(),
+            self.sink.clone(),
+            self.conns.clone(),
+        );
         let on_gone = {
             let conns = conns.clone();
             Box::new(move || {
@@ -446,12 +523,16 @@ impl NativeClient {
         match self.conn(conn) {
             Some(c) => {
                 let stream = c.next_stream_id();
-                if c.command(Command::Headers { stream, headers, fin }) {
+                if c.command(Command::Headers {
+                    stream,
+                    headers,
+                    fin,
+                }) {
                     stream as i64
                 } else {
                     -1
                 }
-            },
+            }
             None => -1,
         }
     }
@@ -469,31 +550,63 @@ impl NativeClient {
     /// Sends trailers (or any header section) on a stream.
     #[napi]
     pub fn send_headers(&self, conn: u32, stream: i64, headers: Vec<String>, fin: bool) -> bool {
-        self.send(conn, Command::Headers { stream: stream as u64, headers, fin })
+        self.send(
+            conn,
+            Command::Headers {
+                stream: stream as u64,
+                headers,
+                fin,
+            },
+        )
     }
 
     /// Sends body bytes.
     #[napi]
     pub fn write(&self, conn: u32, stream: i64, data: &[u8], fin: bool) -> bool {
-        self.send(conn, Command::Write { stream: stream as u64, data: data.to_vec(), fin })
+        self.send(
+            conn,
+            Command::Write {
+                stream: stream as u64,
+                data: data.to_vec(),
+                fin,
+            },
+        )
     }
 
     /// Returns read credit for a response body.
     #[napi]
     pub fn grant(&self, conn: u32, stream: i64, bytes: f64) -> bool {
-        self.send(conn, Command::Grant { stream: stream as u64, bytes: bytes as u64 })
+        self.send(
+            conn,
+            Command::Grant {
+                stream: stream as u64,
+                bytes: bytes as u64,
+            },
+        )
     }
 
     /// RESET_STREAM + STOP_SENDING.
     #[napi]
     pub fn reset(&self, conn: u32, stream: i64, code: f64) -> bool {
-        self.send(conn, Command::Reset { stream: stream as u64, code: code as u64 })
+        self.send(
+            conn,
+            Command::Reset {
+                stream: stream as u64,
+                code: code as u64,
+            },
+        )
     }
 
     /// Closes one connection.
     #[napi]
     pub fn close_connection(&self, conn: u32, code: f64, reason: String) -> bool {
-        self.send(conn, Command::Close { code: code as u64, reason })
+        self.send(
+            conn,
+            Command::Close {
+                code: code as u64,
+                reason,
+            },
+        )
     }
 
     /// Transport statistics of one connection.
@@ -515,7 +628,10 @@ impl NativeClient {
             self.released = true;
             let conns: Vec<_> = self.conns.lock().unwrap().drain().map(|(_, c)| c).collect();
             for c in conns {
-                c.command(Command::Close { code: h3::error::H3Code::NoError.code(), reason: String::new() });
+                c.command(Command::Close {
+                    code: h3::error::H3Code::NoError.code(),
+                    reason: String::new(),
+                });
             }
             self.sink.detach();
             // Give the close packets a moment before the threads stop.

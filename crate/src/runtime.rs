@@ -23,7 +23,11 @@ pub fn acquire(threads: usize) -> std::io::Result<Handle> {
         return Ok(s.rt.handle().clone());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(if threads == 0 { default_threads() } else { threads })
+        .worker_threads(if threads == 0 {
+            default_threads()
+        } else {
+            threads
+        })
         .thread_name("h3node-io")
         .enable_all()
         .build()?;
@@ -40,7 +44,7 @@ pub fn release() {
             Some(s) if s.users > 1 => {
                 s.users -= 1;
                 None
-            },
+            }
             Some(_) => g.take().map(|s| s.rt),
             None => None,
         }

@@ -133,12 +133,22 @@ fn bind(addr: SocketAddr, dual_stack: bool) -> std::io::Result<std::net::UdpSock
 /// free, so that `close()` resolving means the socket is closed.
 async fn release_socket(local: SocketAddr) {
     let target = match local.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new([127, 0, 0, 1].into(), local.port()),
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), local.port()),
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new([127, 0, 0, 1].into(), local.port())
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), local.port())
+        }
         _ => local,
     };
-    let bind_any: SocketAddr = if target.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
-    let Ok(waker) = tokio::net::UdpSocket::bind(bind_any).await else { return };
+    let bind_any: SocketAddr = if target.is_ipv6() {
+        "[::]:0".parse().unwrap()
+    } else {
+        "0.0.0.0:0".parse().unwrap()
+    };
+    let Ok(waker) = tokio::net::UdpSocket::bind(bind_any).await else {
+        return;
+    };
     for attempt in 0..200 {
         if attempt % 10 == 0 {
             let _ = waker.send_to(&[0u8], target).await;
@@ -152,7 +162,11 @@ async fn release_socket(local: SocketAddr) {
 
 impl Server {
     /// Binds and starts accepting. Events go to `sink`.
-    pub fn start(handle: Handle, cfg: ServerConfig, sink: Arc<EventSink>) -> Result<Self, StartError> {
+    pub fn start(
+        handle: Handle,
+        cfg: ServerConfig,
+        sink: Arc<EventSink>,
+    ) -> Result<Self, StartError> {
         let sock = bind(cfg.addr, cfg.dual_stack).map_err(|e| StartError {
             code: if e.kind() == std::io::ErrorKind::AddrInUse {
                 "ERR_H3_ADDRESS_IN_USE"
@@ -161,22 +175,42 @@ impl Server {
             },
             message: format!("cannot bind UDP {}: {e}", cfg.addr),
         })?;
-        let local = sock.local_addr().map_err(|e| StartError { code: "ERR_H3_LISTEN", message: e.to_string() })?;
+        let local = sock.local_addr().map_err(|e| StartError {
+            code: "ERR_H3_LISTEN",
+            message: e.to_string(),
+        })?;
         let _guard = handle.enter();
-        let tokio_sock = tokio::net::UdpSocket::from_std(sock)
-            .map_err(|e| StartError { code: "ERR_H3_LISTEN", message: e.to_string() })?;
-        let mut listener = QuicListener::try_from(tokio_sock)
-            .map_err(|e| StartError { code: "ERR_H3_LISTEN", message: e.to_string() })?;
+        let tokio_sock = tokio::net::UdpSocket::from_std(sock).map_err(|e| StartError {
+            code: "ERR_H3_LISTEN",
+            message: e.to_string(),
+        })?;
+        let mut listener = QuicListener::try_from(tokio_sock).map_err(|e| StartError {
+            code: "ERR_H3_LISTEN",
+            message: e.to_string(),
+        })?;
         listener.apply_max_capabilities();
 
         let mut settings = cfg.transport.quic_settings(vec![b"h3".to_vec()]);
         settings.disable_client_ip_validation = !cfg.retry;
-        let hooks = Hooks { connection_hook: Some(Arc::new(ServerHook { identity: cfg.identity })) };
+        let hooks = Hooks {
+            connection_hook: Some(Arc::new(ServerHook {
+                identity: cfg.identity,
+            })),
+        };
         // The hook builds the TLS context from memory; these paths are never opened.
-        let paths = TlsCertificatePaths { cert: "", private_key: "", kind: CertificateKind::X509 };
+        let paths = TlsCertificatePaths {
+            cert: "",
+            private_key: "",
+            kind: CertificateKind::X509,
+        };
         let params = ConnectionParams::new_server(settings, paths, hooks);
-        let mut streams = tokio_quiche::listen_with_capabilities([listener], params, DefaultMetrics)
-            .map_err(|e| StartError { code: "ERR_H3_LISTEN", message: e.to_string() })?;
+        let mut streams =
+            tokio_quiche::listen_with_capabilities([listener], params, DefaultMetrics).map_err(
+                |e| StartError {
+                    code: "ERR_H3_LISTEN",
+                    message: e.to_string(),
+                },
+            )?;
         let mut incoming = streams.pop().expect("one stream per socket");
 
         let conns: ConnTable = Arc::new(Mutex::new(HashMap::new()));
@@ -185,7 +219,6 @@ impl Server {
         let next_id = Arc::new(AtomicU32::new(1));
         let limits = cfg.limits;
         {
-            let local = local;
             let (sink, conns) = (sink.clone(), conns.clone());
             handle.spawn(async move {
                 loop {
@@ -205,7 +238,7 @@ impl Server {
                                 };
                                 let driver = Driver::new(
                                     Role::Server, id, limits.clone(), rx, sink.clone(),
-                                    initial.local_addr(), initial.peer_addr(), on_gone,
+                                    (initial.local_addr(), initial.peer_addr()), on_gone,
                                 );
                                 initial.start(driver);
                             },
@@ -226,7 +259,13 @@ impl Server {
                 sink.push(Event::new(EventKind::ServerClosed, 0, 0));
             });
         }
-        Ok(Self { sink, conns, local, stop_accepting: stop_tx, handle })
+        Ok(Self {
+            sink,
+            conns,
+            local,
+            stop_accepting: stop_tx,
+            handle,
+        })
     }
 
     /// The bound address.

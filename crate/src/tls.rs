@@ -26,7 +26,10 @@ pub struct TlsError {
 }
 
 fn err(code: &'static str, message: impl Into<String>) -> TlsError {
-    TlsError { code, message: message.into() }
+    TlsError {
+        code,
+        message: message.into(),
+    }
 }
 
 /// A parsed certificate chain and its private key, known to match.
@@ -39,18 +42,32 @@ impl Identity {
     /// Parses PEM `cert` (leaf first, then intermediates) and PEM `key`, and
     /// checks that the key belongs to the leaf.
     pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<Self, TlsError> {
-        let chain = X509::stack_from_pem(cert)
-            .map_err(|e| err("ERR_H3_INVALID_CERT", format!("cert is not a PEM certificate: {e}")))?;
+        let chain = X509::stack_from_pem(cert).map_err(|e| {
+            err(
+                "ERR_H3_INVALID_CERT",
+                format!("cert is not a PEM certificate: {e}"),
+            )
+        })?;
         if chain.is_empty() {
             return Err(err("ERR_H3_INVALID_CERT", "cert holds no PEM certificate"));
         }
-        let key = PKey::private_key_from_pem(key)
-            .map_err(|e| err("ERR_H3_INVALID_KEY", format!("key is not a PEM private key: {e}")))?;
-        let leaf_key = chain[0]
-            .public_key()
-            .map_err(|e| err("ERR_H3_INVALID_CERT", format!("cannot read the certificate's key: {e}")))?;
+        let key = PKey::private_key_from_pem(key).map_err(|e| {
+            err(
+                "ERR_H3_INVALID_KEY",
+                format!("key is not a PEM private key: {e}"),
+            )
+        })?;
+        let leaf_key = chain[0].public_key().map_err(|e| {
+            err(
+                "ERR_H3_INVALID_CERT",
+                format!("cannot read the certificate's key: {e}"),
+            )
+        })?;
         if !leaf_key.public_eq(&key) {
-            return Err(err("ERR_H3_CERT_KEY_MISMATCH", "key does not match the certificate in cert"));
+            return Err(err(
+                "ERR_H3_CERT_KEY_MISMATCH",
+                "key does not match the certificate in cert",
+            ));
         }
         Ok(Self { chain, key })
     }
@@ -91,7 +108,8 @@ pub fn generate_dev_cert(days: u32, extra_names: &[String]) -> Result<DevCert, T
     let key = PKey::from_ec_key(ec).map_err(e)?;
 
     let mut name = X509NameBuilder::new().map_err(e)?;
-    name.append_entry_by_nid(Nid::COMMONNAME, "h3node development certificate").map_err(e)?;
+    name.append_entry_by_nid(Nid::COMMONNAME, "h3node development certificate")
+        .map_err(e)?;
     let name = name.build();
 
     let mut b = X509::builder().map_err(e)?;
@@ -103,7 +121,10 @@ pub fn generate_dev_cert(days: u32, extra_names: &[String]) -> Result<DevCert, T
     b.set_subject_name(&name).map_err(e)?;
     b.set_issuer_name(&name).map_err(e)?;
     b.set_pubkey(&key).map_err(e)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     // Back-dated a minute for clock skew; the whole span stays within `days`.
     let not_before = now - 60;
     let not_after = not_before + u64::from(days.clamp(1, 14)) * 86_400;
@@ -116,7 +137,8 @@ pub fn generate_dev_cert(days: u32, extra_names: &[String]) -> Result<DevCert, T
     // No basicConstraints/keyUsage: the certificate is its own trust anchor
     // when a client trusts it as a CA (a CA:FALSE or signature-only key usage
     // would make that fail), and browsers pinning it by hash ignore both.
-    b.append_extension(ExtendedKeyUsage::new().server_auth().build().map_err(e)?).map_err(e)?;
+    b.append_extension(ExtendedKeyUsage::new().server_auth().build().map_err(e)?)
+        .map_err(e)?;
     let mut san = SubjectAlternativeName::new();
     san.dns("localhost").ip("127.0.0.1").ip("::1");
     for n in extra_names {
@@ -153,7 +175,8 @@ pub struct ServerHook {
 
 impl ConnectionHook for ServerHook {
     fn create_custom_ssl_context_builder(
-        &self, _paths: TlsCertificatePaths<'_>,
+        &self,
+        _paths: TlsCertificatePaths<'_>,
     ) -> Option<SslContextBuilder> {
         self.identity.server_context().ok()
     }
@@ -215,7 +238,8 @@ impl ClientHook {
 
 impl ConnectionHook for ClientHook {
     fn create_custom_ssl_context_builder(
-        &self, _paths: TlsCertificatePaths<'_>,
+        &self,
+        _paths: TlsCertificatePaths<'_>,
     ) -> Option<SslContextBuilder> {
         self.build().ok()
     }

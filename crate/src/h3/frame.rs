@@ -138,7 +138,17 @@ mod tests {
 
     #[test]
     fn varint_round_trip_at_every_length() {
-        for v in [0u64, 63, 64, 16383, 16384, 1 << 29, (1 << 30) - 1, 1 << 30, (1 << 62) - 1] {
+        for v in [
+            0u64,
+            63,
+            64,
+            16383,
+            16384,
+            1 << 29,
+            (1 << 30) - 1,
+            1 << 30,
+            (1 << 62) - 1,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, v);
             assert_eq!(out.len(), varint_len(v));
@@ -156,7 +166,10 @@ mod tests {
         let (ty, len, hl) = get_frame_header(&f).unwrap();
         assert_eq!(ty, SETTINGS);
         let payload = &f[hl..hl + len as usize];
-        assert_eq!(parse_settings(payload).unwrap(), vec![(6, 16384), (0x33, 1)]);
+        assert_eq!(
+            parse_settings(payload).unwrap(),
+            vec![(6, 16384), (0x33, 1)]
+        );
         assert!(parse_settings(&payload[..payload.len() - 1]).is_none());
     }
 }

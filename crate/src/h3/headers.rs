@@ -33,7 +33,10 @@ fn check_field(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
         return Err("uppercase field name");
     }
     // Field names are tokens; values must not carry NUL, CR or LF (RFC 9114 §4.2).
-    if name.iter().any(|&c| c <= 0x20 || c == b':' && name[0] != b':' || c >= 0x7f) {
+    if name
+        .iter()
+        .any(|&c| c <= 0x20 || c == b':' && name[0] != b':' || c >= 0x7f)
+    {
         return Err("invalid character in field name");
     }
     if value.iter().any(|&c| c == 0 || c == b'\r' || c == b'\n') {
@@ -100,9 +103,11 @@ pub fn check_request<T: NameValue>(fields: &[T]) -> Result<RequestHead, Malforme
         regular_seen = true;
         check_field(name, value)?;
         match name {
-            b"content-length" => content_length = Some(parse_content_length(value, content_length)?),
+            b"content-length" => {
+                content_length = Some(parse_content_length(value, content_length)?)
+            }
             b"host" => host = true,
-            _ => {},
+            _ => {}
         }
     }
     let method = method.ok_or("missing :method")?;
@@ -194,7 +199,10 @@ mod tests {
     use quiche::h3::Header;
 
     fn h(pairs: &[(&str, &str)]) -> Vec<Header> {
-        pairs.iter().map(|(n, v)| Header::new(n.as_bytes(), v.as_bytes())).collect()
+        pairs
+            .iter()
+            .map(|(n, v)| Header::new(n.as_bytes(), v.as_bytes()))
+            .collect()
     }
 
     #[test]
@@ -211,9 +219,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_requests() {
-        let base = [(":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "/")];
+        let base = [
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", "a"),
+            (":path", "/"),
+        ];
         assert!(check_request(&h(&base[..3])).is_err(), "missing :path");
-        assert!(check_request(&h(&[base[0], base[1], base[3]])).is_err(), "no authority or host");
+        assert!(
+            check_request(&h(&[base[0], base[1], base[3]])).is_err(),
+            "no authority or host"
+        );
         let mut v = base.to_vec();
         v.push(("Upper", "x"));
         assert!(check_request(&h(&v)).is_err());
@@ -245,8 +261,12 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(ok.protocol.as_deref(), Some("webtransport"));
-        assert!(check_request(&h(&[(":method", "CONNECT"), (":protocol", "x"), (":authority", "a")]))
-            .is_err());
+        assert!(check_request(&h(&[
+            (":method", "CONNECT"),
+            (":protocol", "x"),
+            (":authority", "a")
+        ]))
+        .is_err());
         assert!(check_request(&h(&[(":method", "CONNECT"), (":authority", "a:443")])).is_ok());
     }
 }

@@ -271,7 +271,10 @@ impl Session {
         let control = self.open_uni(q);
         let mut settings = vec![
             (setting::QPACK_MAX_TABLE_CAPACITY, 0),
-            (setting::MAX_FIELD_SECTION_SIZE, self.limits.max_field_section_size),
+            (
+                setting::MAX_FIELD_SECTION_SIZE,
+                self.limits.max_field_section_size,
+            ),
             (setting::QPACK_BLOCKED_STREAMS, 0),
         ];
         if self.role == Role::Server && self.limits.enable_connect_protocol {
@@ -298,7 +301,13 @@ impl Session {
     fn open_uni(&mut self, _q: &mut QConn) -> u64 {
         let id = self.next_uni;
         self.next_uni += 4;
-        self.streams.insert(id, ReqStream { recv: Recv::Done, ..ReqStream::new() });
+        self.streams.insert(
+            id,
+            ReqStream {
+                recv: Recv::Done,
+                ..ReqStream::new()
+            },
+        );
         id
     }
 
@@ -320,9 +329,15 @@ impl Session {
             .chunks_exact(2)
             .map(|p| Header::new(p[0].to_ascii_lowercase().as_bytes(), p[1].as_bytes()))
             .collect();
-        let size: usize = list.iter().map(|h| h.name().len() + h.value().len() + 16).sum();
+        let size: usize = list
+            .iter()
+            .map(|h| h.name().len() + h.value().len() + 16)
+            .sum();
         let mut block = vec![0; size + 64];
-        let n = self.encoder.encode(&list, &mut block).expect("buffer sized for the header list");
+        let n = self
+            .encoder
+            .encode(&list, &mut block)
+            .expect("buffer sized for the header list");
         let mut out = Vec::with_capacity(n + 8);
         frame::put_frame_header(&mut out, frame::HEADERS, n as u64);
         out.extend_from_slice(&block[..n]);
@@ -479,7 +494,9 @@ impl Session {
         }
         loop {
             let window = self.limits.stream_read_window;
-            let Some(s) = self.streams.get_mut(&id) else { return Ok(()) };
+            let Some(s) = self.streams.get_mut(&id) else {
+                return Ok(());
+            };
             match s.recv {
                 Recv::Done => return Ok(()),
                 Recv::FrameHeader => {
@@ -505,17 +522,24 @@ impl Session {
                             if n == 0 && !fin {
                                 return Ok(());
                             }
-                        },
+                        }
                         Read::Blocked => return Ok(()),
                         Read::Reset(code) => return self.on_peer_reset(q, id, code),
                     }
-                },
-                Recv::Payload { ty: frame::DATA, left } => {
+                }
+                Recv::Payload {
+                    ty: frame::DATA,
+                    left,
+                } => {
                     let outstanding = s.delivered - s.consumed;
                     if !s.drop_body && outstanding >= window {
                         return Ok(()); // wait for JS to consume
                     }
-                    let credit = if s.drop_body { MAX_CHUNK as u64 } else { window - outstanding };
+                    let credit = if s.drop_body {
+                        MAX_CHUNK as u64
+                    } else {
+                        window - outstanding
+                    };
                     let take = left.min(credit).min(MAX_CHUNK as u64) as usize;
                     let (chunk, fin) = if !s.unparsed().is_empty() {
                         let n = take.min(s.unparsed().len());
@@ -530,7 +554,7 @@ impl Session {
                             Read::Got(n, fin) => {
                                 chunk.truncate(n);
                                 (chunk, fin)
-                            },
+                            }
                             Read::Blocked => return Ok(()),
                             Read::Reset(code) => return self.on_peer_reset(q, id, code),
                         }
@@ -541,7 +565,14 @@ impl Session {
                         return Ok(());
                     }
                     let left = left - n;
-                    s.recv = if left == 0 { Recv::FrameHeader } else { Recv::Payload { ty: frame::DATA, left } };
+                    s.recv = if left == 0 {
+                        Recv::FrameHeader
+                    } else {
+                        Recv::Payload {
+                            ty: frame::DATA,
+                            left,
+                        }
+                    };
                     s.body_received += n;
                     if s.content_length.is_some_and(|cl| s.body_received > cl) {
                         return self.stream_error(q, id, H3Code::MessageError);
@@ -551,7 +582,7 @@ impl Session {
                         let ev = self.event(EventKind::Data, id);
                         ev.data = Some(chunk);
                     }
-                },
+                }
                 Recv::Payload { ty, left } => {
                     // HEADERS (or a control-type frame being rejected): the
                     // whole payload is needed before it can be decoded.
@@ -576,11 +607,11 @@ impl Session {
                             if n == 0 && !fin {
                                 return Ok(());
                             }
-                        },
+                        }
                         Read::Blocked => return Ok(()),
                         Read::Reset(code) => return self.on_peer_reset(q, id, code),
                     }
-                },
+                }
                 Recv::Discard { left } => {
                     let from_buf = (s.unparsed().len() as u64).min(left);
                     s.advance(from_buf as usize);
@@ -596,11 +627,11 @@ impl Session {
                                     s.recv = Recv::Discard { left };
                                     return Ok(());
                                 }
-                            },
+                            }
                             Read::Blocked => {
                                 self.streams.get_mut(&id).unwrap().recv = Recv::Discard { left };
                                 return Ok(());
-                            },
+                            }
                             Read::Reset(code) => return self.on_peer_reset(q, id, code),
                         }
                     }
@@ -608,8 +639,12 @@ impl Session {
                     if left > 0 && s.recv_fin && s.unparsed().is_empty() {
                         return Err(ConnError::new(H3Code::FrameError, "truncated frame"));
                     }
-                    s.recv = if left == 0 { Recv::FrameHeader } else { Recv::Discard { left } };
-                },
+                    s.recv = if left == 0 {
+                        Recv::FrameHeader
+                    } else {
+                        Recv::Discard { left }
+                    };
+                }
             }
         }
     }
@@ -621,7 +656,10 @@ impl Session {
         match ty {
             frame::HEADERS => {
                 if s.trailers_seen {
-                    return Err(ConnError::new(H3Code::FrameUnexpected, "HEADERS after trailers"));
+                    return Err(ConnError::new(
+                        H3Code::FrameUnexpected,
+                        "HEADERS after trailers",
+                    ));
                 }
                 if len > self.limits.max_field_section_size {
                     if server && !s.headers_seen {
@@ -632,61 +670,95 @@ impl Session {
                     return self.stream_error(q, id, H3Code::ExcessiveLoad);
                 }
                 s.recv = Recv::Payload { ty, left: len };
-            },
+            }
             frame::DATA => {
                 if !s.headers_seen {
-                    return Err(ConnError::new(H3Code::FrameUnexpected, "DATA before HEADERS"));
+                    return Err(ConnError::new(
+                        H3Code::FrameUnexpected,
+                        "DATA before HEADERS",
+                    ));
                 }
                 if s.trailers_seen {
-                    return Err(ConnError::new(H3Code::FrameUnexpected, "DATA after trailers"));
+                    return Err(ConnError::new(
+                        H3Code::FrameUnexpected,
+                        "DATA after trailers",
+                    ));
                 }
-                s.recv = if len == 0 { Recv::FrameHeader } else { Recv::Payload { ty, left: len } };
-            },
+                s.recv = if len == 0 {
+                    Recv::FrameHeader
+                } else {
+                    Recv::Payload { ty, left: len }
+                };
+            }
             frame::WEBTRANSPORT_STREAM if first && server => {
                 // WebTransport streams need a session layer this release does
                 // not have yet: refuse the stream, keep the connection.
                 return self.stream_error(q, id, H3Code::StreamCreationError);
-            },
+            }
             frame::SETTINGS | frame::GOAWAY | frame::MAX_PUSH_ID | frame::CANCEL_PUSH => {
-                return Err(ConnError::new(H3Code::FrameUnexpected, "control frame on request stream"));
-            },
+                return Err(ConnError::new(
+                    H3Code::FrameUnexpected,
+                    "control frame on request stream",
+                ));
+            }
             frame::PUSH_PROMISE => {
                 return Err(if server {
                     ConnError::new(H3Code::FrameUnexpected, "PUSH_PROMISE from client")
                 } else {
                     ConnError::new(H3Code::IdError, "PUSH_PROMISE without MAX_PUSH_ID")
                 });
-            },
+            }
             t if frame::is_reserved_h2_frame(t) => {
-                return Err(ConnError::new(H3Code::FrameUnexpected, "reserved HTTP/2 frame type"));
-            },
-            _ => s.recv = if len == 0 { Recv::FrameHeader } else { Recv::Discard { left: len } },
+                return Err(ConnError::new(
+                    H3Code::FrameUnexpected,
+                    "reserved HTTP/2 frame type",
+                ));
+            }
+            _ => {
+                s.recv = if len == 0 {
+                    Recv::FrameHeader
+                } else {
+                    Recv::Discard { left: len }
+                }
+            }
         }
         Ok(())
     }
 
     fn decode(&mut self, payload: &[u8]) -> Result<Vec<Header>, H3Code> {
-        match self.decoder.decode(payload, self.limits.max_field_section_size) {
+        match self
+            .decoder
+            .decode(payload, self.limits.max_field_section_size)
+        {
             Ok(h) => Ok(h),
             Err(qpack::Error::HeaderListTooLarge) => Err(H3Code::ExcessiveLoad),
             Err(_) => Err(H3Code::QpackDecompressionFailed),
         }
     }
 
-    fn on_frame_payload(&mut self, q: &mut QConn, id: u64, ty: u64, payload: &[u8]) -> ConnResult<()> {
+    fn on_frame_payload(
+        &mut self,
+        q: &mut QConn,
+        id: u64,
+        ty: u64,
+        payload: &[u8],
+    ) -> ConnResult<()> {
         debug_assert_eq!(ty, frame::HEADERS);
         let fields = match self.decode(payload) {
             Ok(f) => f,
             Err(H3Code::QpackDecompressionFailed) => {
-                return Err(ConnError::new(H3Code::QpackDecompressionFailed, "QPACK decode failed"));
-            },
+                return Err(ConnError::new(
+                    H3Code::QpackDecompressionFailed,
+                    "QPACK decode failed",
+                ));
+            }
             Err(code) => {
                 let s = self.streams.get_mut(&id).unwrap();
                 if self.role == Role::Server && !s.headers_seen {
                     return self.refuse(q, id, 431);
                 }
                 return self.stream_error(q, id, code);
-            },
+            }
         };
         let s = self.streams.get_mut(&id).unwrap();
         if s.headers_seen {
@@ -724,7 +796,7 @@ impl Session {
                 ev.headers = Some(flatten(&fields));
                 ev.fin = no_more;
                 ev.early = early;
-            },
+            }
             Role::Client => {
                 let (status, content_length) = match headers::check_response(&fields) {
                     Ok(r) => r,
@@ -740,7 +812,7 @@ impl Session {
                 let ev = self.event(EventKind::Headers, id);
                 ev.headers = Some(flatten(&fields));
                 ev.fin = no_more;
-            },
+            }
         }
         Ok(())
     }
@@ -772,7 +844,9 @@ impl Session {
     }
 
     fn on_peer_reset(&mut self, q: &mut QConn, id: u64, code: u64) -> ConnResult<()> {
-        let Some(s) = self.streams.get_mut(&id) else { return Ok(()) };
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
         s.recv = Recv::Done;
         let hidden = s.hidden || (!s.headers_seen && self.role == Role::Server);
         if self.role == Role::Server && !(s.fin_sent && s.out.is_empty()) && !s.send_closed {
@@ -847,19 +921,25 @@ impl Session {
                     if n == 0 || f {
                         break;
                     }
-                },
+                }
                 Read::Blocked => break,
                 Read::Reset(_) => {
                     fin = true;
                     break;
-                },
+                }
             }
         }
         self.parse_uni(q, id)?;
         if fin {
             let kind = self.uni.get(&id).map(|s| s.kind);
-            if matches!(kind, Some(UniKind::Control | UniKind::Encoder | UniKind::Decoder)) {
-                return Err(ConnError::new(H3Code::ClosedCriticalStream, "critical stream closed"));
+            if matches!(
+                kind,
+                Some(UniKind::Control | UniKind::Encoder | UniKind::Decoder)
+            ) {
+                return Err(ConnError::new(
+                    H3Code::ClosedCriticalStream,
+                    "critical stream closed",
+                ));
             }
             self.uni.remove(&id);
         }
@@ -870,29 +950,41 @@ impl Session {
         let server = self.role == Role::Server;
         let st = self.uni.get_mut(&id).unwrap();
         if st.kind == UniKind::Unknown {
-            let Some((ty, n)) = frame::get_varint(&st.inbuf) else { return Ok(()) };
+            let Some((ty, n)) = frame::get_varint(&st.inbuf) else {
+                return Ok(());
+            };
             st.inbuf.drain(..n);
             let (slot, kind) = match ty {
                 stream_type::CONTROL => (&mut self.peer_control, UniKind::Control),
                 stream_type::QPACK_ENCODER => (&mut self.peer_encoder, UniKind::Encoder),
                 stream_type::QPACK_DECODER => (&mut self.peer_decoder, UniKind::Decoder),
                 stream_type::PUSH if server => {
-                    return Err(ConnError::new(H3Code::StreamCreationError, "push stream from client"));
-                },
+                    return Err(ConnError::new(
+                        H3Code::StreamCreationError,
+                        "push stream from client",
+                    ));
+                }
                 stream_type::PUSH => {
-                    return Err(ConnError::new(H3Code::IdError, "push stream without MAX_PUSH_ID"));
-                },
+                    return Err(ConnError::new(
+                        H3Code::IdError,
+                        "push stream without MAX_PUSH_ID",
+                    ));
+                }
                 _ => {
                     // Unknown (or WebTransport, not yet supported) stream
                     // types are ignored: STOP_SENDING (RFC 9114 §6.2).
                     st.kind = UniKind::Ignored;
                     st.inbuf = Vec::new();
-                    let _ = q.stream_shutdown(id, Shutdown::Read, H3Code::StreamCreationError.code());
+                    let _ =
+                        q.stream_shutdown(id, Shutdown::Read, H3Code::StreamCreationError.code());
                     return Ok(());
-                },
+                }
             };
             if slot.is_some() {
-                return Err(ConnError::new(H3Code::StreamCreationError, "duplicate critical stream"));
+                return Err(ConnError::new(
+                    H3Code::StreamCreationError,
+                    "duplicate critical stream",
+                ));
             }
             *slot = Some(id);
             st.kind = kind;
@@ -906,16 +998,27 @@ impl Session {
         }
         loop {
             let st = self.uni.get_mut(&id).unwrap();
-            let Some((ty, len, hl)) = frame::get_frame_header(&st.inbuf) else { return Ok(()) };
+            let Some((ty, len, hl)) = frame::get_frame_header(&st.inbuf) else {
+                return Ok(());
+            };
             if !st.settings_seen && ty != frame::SETTINGS {
-                return Err(ConnError::new(H3Code::MissingSettings, "first control frame is not SETTINGS"));
+                return Err(ConnError::new(
+                    H3Code::MissingSettings,
+                    "first control frame is not SETTINGS",
+                ));
             }
-            let known = matches!(ty, frame::SETTINGS | frame::GOAWAY | frame::MAX_PUSH_ID | frame::CANCEL_PUSH);
+            let known = matches!(
+                ty,
+                frame::SETTINGS | frame::GOAWAY | frame::MAX_PUSH_ID | frame::CANCEL_PUSH
+            );
             if !known {
                 if matches!(ty, frame::DATA | frame::HEADERS | frame::PUSH_PROMISE)
                     || frame::is_reserved_h2_frame(ty)
                 {
-                    return Err(ConnError::new(H3Code::FrameUnexpected, "frame not allowed on control stream"));
+                    return Err(ConnError::new(
+                        H3Code::FrameUnexpected,
+                        "frame not allowed on control stream",
+                    ));
                 }
                 // Unknown frame: skip its payload, buffered or not.
                 let have = (st.inbuf.len() - hl) as u64;
@@ -925,7 +1028,10 @@ impl Session {
                 continue;
             }
             if len > MAX_CONTROL_FRAME {
-                return Err(ConnError::new(H3Code::ExcessiveLoad, "control frame too large"));
+                return Err(ConnError::new(
+                    H3Code::ExcessiveLoad,
+                    "control frame too large",
+                ));
             }
             if ((st.inbuf.len() - hl) as u64) < len {
                 return Ok(());
@@ -943,16 +1049,22 @@ impl Session {
                     let mut seen = BTreeSet::new();
                     for (k, _) in &pairs {
                         if setting::is_reserved_h2(*k) || !seen.insert(*k) {
-                            return Err(ConnError::new(H3Code::SettingsError, "invalid or duplicate setting"));
+                            return Err(ConnError::new(
+                                H3Code::SettingsError,
+                                "invalid or duplicate setting",
+                            ));
                         }
                     }
-                },
+                }
                 frame::GOAWAY => {
                     let gid = frame::parse_single_varint(&payload)
                         .ok_or(ConnError::new(H3Code::FrameError, "malformed GOAWAY"))?;
                     if !server {
                         if gid % 4 != 0 {
-                            return Err(ConnError::new(H3Code::IdError, "GOAWAY id not a request stream"));
+                            return Err(ConnError::new(
+                                H3Code::IdError,
+                                "GOAWAY id not a request stream",
+                            ));
                         }
                         if self.goaway.is_some_and(|prev| gid > prev) {
                             return Err(ConnError::new(H3Code::IdError, "GOAWAY id increased"));
@@ -960,11 +1072,14 @@ impl Session {
                         self.goaway = Some(gid);
                         self.event(EventKind::GoAway, gid);
                     }
-                },
+                }
                 frame::MAX_PUSH_ID if !server => {
-                    return Err(ConnError::new(H3Code::FrameUnexpected, "MAX_PUSH_ID from server"));
-                },
-                _ => {},
+                    return Err(ConnError::new(
+                        H3Code::FrameUnexpected,
+                        "MAX_PUSH_ID from server",
+                    ));
+                }
+                _ => {}
             }
         }
     }
@@ -981,7 +1096,9 @@ impl Session {
 
     fn flush_stream(&mut self, q: &mut QConn, id: u64) {
         {
-            let Some(s) = self.streams.get_mut(&id) else { return };
+            let Some(s) = self.streams.get_mut(&id) else {
+                return;
+            };
             if !s.opened || s.send_closed {
                 return;
             }
@@ -1004,25 +1121,25 @@ impl Session {
                         if fin {
                             s.fin_sent = true;
                         }
-                    },
+                    }
                     Err(quiche::Error::Done) => {
                         blocked = true;
                         break;
-                    },
+                    }
                     Err(quiche::Error::StreamStopped(code)) => {
                         stopped = Some(code);
                         break;
-                    },
+                    }
                     Err(quiche::Error::StreamLimit) => {
                         // Not creatable yet: back to the queue of unopened requests.
                         s.opened = false;
                         self.pending_opens.push_front(id);
                         return;
-                    },
+                    }
                     Err(_) => {
                         stopped = Some(H3Code::InternalError.code());
                         break;
-                    },
+                    }
                 }
             }
             if !blocked && stopped.is_none() && s.out.is_empty() && s.out_fin && !s.fin_sent {
@@ -1063,7 +1180,8 @@ impl Session {
     pub fn poll_stopped(&mut self, q: &mut QConn) {
         let mut stopped = Vec::new();
         for (&id, s) in &self.streams {
-            if id & 0x2 == 0 && s.headers_seen && !s.send_closed && !s.fin_sent && s.out.is_empty() {
+            if id & 0x2 == 0 && s.headers_seen && !s.send_closed && !s.fin_sent && s.out.is_empty()
+            {
                 if let Err(quiche::Error::StreamStopped(code)) = q.stream_writable(id, 0) {
                     stopped.push((id, code));
                 }
