@@ -66,7 +66,7 @@ function runNpmScript(script, env) {
 /** Returns null when ./binding.js loads a native binary here, else the reason it did not. */
 function bindingLoadError() {
   const loader = path.join(ROOT, 'binding.js');
-  if (!fs.existsSync(loader)) return 'binding.js has not been generated yet';
+  if (!fs.existsSync(loader)) return 'binding.js is missing';
   try {
     require(loader);
     return null;
