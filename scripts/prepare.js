@@ -191,10 +191,6 @@ function checkPrerequisites(env) {
     else warnings.push(`${what} was not found in the usual places; the build may fail.`);
   }
 
-  if (!fs.existsSync(path.join(ROOT, 'node_modules', '@napi-rs', 'cli', 'package.json'))) {
-    missing.push({ what: '@napi-rs/cli (run `npm ci` / `npm install` with devDependencies)' });
-  }
-
   for (const w of warnings) log(`warning: ${w}`);
   if (missing.length > 0) {
     const debian = missing.filter((m) => m.debian).map((m) => m.debian);
