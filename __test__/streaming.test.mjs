@@ -123,3 +123,28 @@ test('request.signal aborts when the connection dies before the response is comp
   t.true(await waitFor(() => serverSignal.aborted, 5000))
   t.is(serverSignal.reason.code, 'ERR_H3_CONNECTION_CLOSED')
 })
+
+test('a response sent without reading the upload stops the client sending it (STOP_SENDING)', async (t) => {
+  const p = await pair(t)
+  let serverSignal
+  handle(p.server, (req) => {
+    serverSignal = req.signal
+    req.respond(new Response('answered without reading', { status: 413 }))
+  })
+  let pulled = 0
+  const total = 256 * MiB
+  const res = await p.client.fetch(`${p.base}/upload`, {
+    method: 'POST',
+    duplex: 'half',
+    body: patternStream(total, { onPull: (n) => (pulled = n) }),
+  })
+  t.is(res.status, 413)
+  t.is(await res.text(), 'answered without reading')
+  await sleep(300)
+  const after = pulled
+  await sleep(300)
+  t.is(pulled, after, 'the client stopped pulling its body source')
+  t.true(pulled < total)
+  t.false(serverSignal.aborted, 'a complete response is not an abort')
+  t.is(await (await p.client.fetch(`${p.base}/next`)).text(), 'answered without reading')
+})

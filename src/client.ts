@@ -40,6 +40,8 @@ type Pending = {
   out: OutgoingBody | null
   sendDone: boolean
   recvDone: boolean
+  /** The server sent STOP_SENDING: the request body is no longer wanted. */
+  stopped: boolean
   onAbort: (() => void) | null
   signal: AbortSignal
   trailers: Headers | null
@@ -203,6 +205,7 @@ export class Client implements AsyncDisposable {
         out: null,
         sendDone: body === null,
         recvDone: false,
+        stopped: false,
         onAbort: null,
         signal: req.signal,
         trailers: null,
@@ -222,8 +225,9 @@ export class Client implements AsyncDisposable {
             this.#maybeDone(p)
           },
           (err) => {
-            // Only a failing source is ours to report; a peer abort arrives as an event.
-            if (!p.recvDone) this.#fail(p, err)
+            // Only a failing source is ours to report: STOP_SENDING from the
+            // server ends the upload, not the response.
+            if (!p.stopped && !p.recvDone) this.#fail(p, err)
           },
         )
       }
@@ -329,6 +333,7 @@ export class Client implements AsyncDisposable {
         break
       case Ev.StopSending:
         // The server does not want the rest of the request body.
+        p.stopped = true
         p.out?.abort(new H3Error('ERR_H3_STOP_SENDING', 'server stopped reading the request body', { wireCode: e.code }))
         p.sendDone = true
         this.#maybeDone(p)

@@ -498,6 +498,11 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         const s = this.#state(e)
         if (s) {
           s.finished = true
+          if (s.body && !s.body.done && !s.body.stream.locked) {
+            // The response is complete and nobody is reading the request
+            // body: ask the client to stop sending it (STOP_SENDING, H3_NO_ERROR).
+            s.body.stream.cancel().catch(() => {})
+          }
           // The handler may still be reading a body that is arriving.
           if (!s.body || s.body.done) this.#drop(e.conn, e.stream)
         }

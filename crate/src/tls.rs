@@ -72,7 +72,7 @@ impl Identity {
         Ok(Self { chain, key })
     }
 
-    fn server_context(&self) -> Result<SslContextBuilder, boring::error::ErrorStack> {
+    pub(crate) fn server_context(&self) -> Result<SslContextBuilder, boring::error::ErrorStack> {
         let mut b = SslContextBuilder::new(SslMethod::tls())?;
         b.set_min_proto_version(Some(SslVersion::TLS1_3))?;
         b.set_max_proto_version(Some(SslVersion::TLS1_3))?;

@@ -15,3 +15,6 @@ pub mod error;
 pub mod frame;
 pub mod headers;
 pub mod session;
+
+#[cfg(test)]
+mod tests;

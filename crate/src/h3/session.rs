@@ -208,6 +208,9 @@ pub struct Session {
     /// Request streams whose FIN was sent but which quiche may still hold
     /// (data not yet acknowledged).
     unacked: BTreeSet<u64>,
+    /// Size of `unacked` at which it is next pruned (keeps it bounded by the
+    /// streams quiche still holds, not by the connection's lifetime).
+    unacked_prune_at: usize,
     next_uni: u64,
     /// Events for JS, taken by the driver after each turn.
     pub events: Vec<Event>,
@@ -236,6 +239,7 @@ impl Session {
             to_read: BTreeSet::new(),
             pending_opens: VecDeque::new(),
             unacked: BTreeSet::new(),
+            unacked_prune_at: 64,
             next_uni: if role == Role::Server { 3 } else { 2 },
             events: Vec::new(),
             scratch: vec![0; MAX_CHUNK],
@@ -1167,6 +1171,10 @@ impl Session {
             }
             if fin_now && stopped.is_none() && id & 0x2 == 0 {
                 self.unacked.insert(id);
+                if self.unacked.len() >= self.unacked_prune_at {
+                    self.unacked.retain(|&id| q.stream_capacity(id).is_ok());
+                    self.unacked_prune_at = (self.unacked.len() * 2).max(64);
+                }
                 if !hidden {
                     self.event(EventKind::Finished, id);
                 }
