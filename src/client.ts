@@ -256,7 +256,14 @@ export class Client implements AsyncDisposable {
   }
 
   #onBatch(): void {
-    for (const e of this.#native.takeEvents()) this.#dispatch(e)
+    for (const e of this.#native.takeEvents()) {
+      try {
+        this.#dispatch(e)
+      } catch (err) {
+        // One event must not cost the rest of the batch.
+        process.emitWarning(`h3node: dispatching event ${e.kind} failed: ${(err as Error)?.stack ?? err}`, { code: 'H3NODE_INTERNAL' })
+      }
+    }
   }
 
   #dispatch(e: NativeEvent): void {

@@ -413,7 +413,14 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
 
   #onBatch(): void {
     const events = this.#native.takeEvents()
-    for (const e of events) this.#dispatch(e)
+    for (const e of events) {
+      try {
+        this.#dispatch(e)
+      } catch (err) {
+        // One event must not cost the rest of the batch.
+        process.emitWarning(`h3node: dispatching event ${e.kind} failed: ${(err as Error)?.stack ?? err}`, { code: 'H3NODE_INTERNAL' })
+      }
+    }
   }
 
   #state(e: NativeEvent): StreamState | undefined {

@@ -68,6 +68,7 @@ pub async fn connect(
     >::from_udp(sock)
     .map_err(|e| e.to_string())?;
     let mut settings = transport.quic_settings_client();
+    let handshake_timeout_ms = transport.handshake_timeout_ms;
     // Verification is set up by the hook; quiche must not override it.
     settings.verify_peer = false;
     let hooks = Hooks {
@@ -81,9 +82,17 @@ pub async fn connect(
     let params = ConnectionParams::new_client(settings, Some(paths), hooks);
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver::new(Role::Client, id, limits, rx, sink, (local, peer), on_gone);
-    tokio_quiche::quic::connect_with_config(socket, server_name.as_deref(), &params, driver)
-        .await
-        .map_err(|e| e.to_string())?;
+    let connecting =
+        tokio_quiche::quic::connect_with_config(socket, server_name.as_deref(), &params, driver);
+    // tokio-quiche's client connector does not enforce the handshake timeout
+    // (the idle timeout would end it, much later): bound it here.
+    match handshake_timeout_ms {
+        0 => connecting.await.map_err(|e| e.to_string())?,
+        ms => tokio::time::timeout(std::time::Duration::from_millis(ms), connecting)
+            .await
+            .map_err(|_| format!("no handshake within {ms} ms"))?
+            .map_err(|e| e.to_string())?,
+    };
     Ok(ClientConn {
         tx,
         next_stream: AtomicU64::new(0),
