@@ -20,9 +20,12 @@ export class IncomingBody {
   #enqueued = 0
   #granted = 0
   #hwm: number
-  #done = false
+    #done = false
+  #onDone: (() => void) | undefined
 
-  constructor(port: StreamPort, readWindow: number) {
+  /** `onDone` runs once when the body ends, fails or is cancelled. */
+  constructor(port: StreamPort, readWindow: number, onDone?: () => void) {
+    this.#onDone = onDone
     this.#hwm = readWindow
     this.stream = new ReadableStream<Uint8Array>(
       {
@@ -38,11 +41,12 @@ export class IncomingBody {
             this.#granted = consumed
           }
         },
-        cancel: () => {
+                cancel: () => {
           if (!this.#done) {
             this.#done = true
             // Tell the peer we will not read the rest (STOP_SENDING).
             port.stopSending(H3Codes.NO_ERROR)
+            this.#onDone?.()
           }
         },
       },
@@ -60,16 +64,18 @@ export class IncomingBody {
     this.#controller.enqueue(chunk)
   }
 
-  end(): void {
+    end(): void {
     if (this.#done) return
     this.#done = true
     this.#controller.close()
+    this.#onDone?.()
   }
 
   fail(err: unknown): void {
     if (this.#done) return
     this.#done = true
     this.#controller.error(err)
+    this.#onDone?.()
   }
 }
 

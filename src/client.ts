@@ -180,9 +180,10 @@ export class Client implements AsyncDisposable {
     const req = new Request(input, needsDuplex ? ({ ...init, duplex: 'half' } as RequestInit) : init)
     const url = new URL(req.url)
     if (url.protocol !== 'https:') throw new TypeError(`h3node fetch needs an https: URL, got ${url.protocol}`)
-    req.signal.throwIfAborted()
+        req.signal.throwIfAborted()
     const conn = await this.#connection(url)
     req.signal.throwIfAborted()
+    if (this.#closed) throw new H3Error('ERR_H3_CLIENT_CLOSED', 'client is closed')
     const head = flattenHeaders(req.headers, [
       ':method', req.method,
       ':scheme', 'https',
@@ -190,8 +191,13 @@ export class Client implements AsyncDisposable {
       ':path', url.pathname + url.search,
     ])
     const body = req.body
-    const stream = this.#native.request(conn.id, head, body === null)
-    if (stream < 0) throw new H3Error('ERR_H3_CONNECTION_CLOSED', `connection to ${url.origin} is closed`)
+        const stream = this.#native.request(conn.id, head, body === null)
+    if (stream < 0) {
+      // Gone before its close event reached us: never hand it out again.
+      this.#conns.delete(conn.id)
+      conn.goaway = true
+      throw new H3Error('ERR_H3_CONNECTION_CLOSED', `connection to ${url.origin} is closed`)
+    }
     const trailers = init?.trailers === undefined ? undefined : flattenHeaders(new Headers(init.trailers))
     return new Promise<H3Response>((resolve, reject) => {
       const p: Pending = {

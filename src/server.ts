@@ -255,9 +255,11 @@ export class IncomingRequest {
         const init = typeof t === 'function' ? t() : t
         return init ? flattenHeaders(new Headers(init)) : undefined
       })
-    } catch (err) {
+        } catch (err) {
       // A peer abort is not a handler error.
       if (!this.#state.abort.signal.aborted) this.#server.reportError(err, this)
+      // The stream was reset: no Finished event will come.
+      this.#server.settle(this.#state)
     }
   }
 }
@@ -427,9 +429,20 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     return this.#streams.get(e.conn)?.get(e.stream)
   }
 
-  #drop(conn: number, stream: number): void {
+    #drop(conn: number, stream: number): void {
     const m = this.#streams.get(conn)
     m?.delete(stream)
+  }
+
+  /** Forgets a stream once its response is over and its request body too. */
+  #maybeDrop(s: StreamState): void {
+    if (s.finished && (!s.body || s.body.done)) this.#drop(s.req.connection.id, s.req.streamId)
+  }
+
+  /** @internal the response ended without a Finished event (its stream was reset). */
+  settle(state: StreamState): void {
+    state.finished = true
+    this.#maybeDrop(state)
   }
 
   #dispatch(e: NativeEvent): void {
@@ -462,7 +475,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
           abort: new AbortController(),
           finished: false,
         }
-        if (hasBody) state.body = new IncomingBody(this.port(e.conn, e.stream), this.#readWindow)
+                if (hasBody) state.body = new IncomingBody(this.port(e.conn, e.stream), this.#readWindow, () => this.#maybeDrop(state))
         state.req = new IncomingRequest(this, conn, e.stream, fields, e.early, state)
         streams.set(e.stream, state)
         this.#deliver(state.req)
@@ -472,10 +485,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         const s = this.#state(e)
         if (!s?.body) break
         if (e.data && e.data.byteLength > 0) s.body.push(e.data)
-        if (e.fin) {
-          s.body.end()
-          if (s.finished) this.#drop(e.conn, e.stream)
-        }
+                if (e.fin) s.body.end()
         break
       }
       case Ev.Trailers: {
@@ -495,7 +505,8 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         const s = this.#state(e)
         if (!s) break
         const err = new H3Error('ERR_H3_STOP_SENDING', `client stopped reading (code 0x${e.code.toString(16)})`, { wireCode: e.code })
-        this.#abort(s, err)
+                this.#abort(s, err)
+        this.#maybeDrop(s)
         break
       }
       case Ev.Sent:
@@ -510,8 +521,8 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
             // body: ask the client to stop sending it (STOP_SENDING, H3_NO_ERROR).
             s.body.stream.cancel().catch(() => {})
           }
-          // The handler may still be reading a body that is arriving.
-          if (!s.body || s.body.done) this.#drop(e.conn, e.stream)
+                    // The handler may still be reading a body that is arriving.
+          this.#maybeDrop(s)
         }
         break
       }

@@ -31,6 +31,11 @@ impl ClientConn {
         self.next_stream.fetch_add(4, Ordering::Relaxed)
     }
 
+    /// Whether the connection's driver is gone.
+    pub fn is_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Sends a command; false once the connection is gone.
     pub fn command(&self, cmd: Command) -> bool {
         self.tx.send(cmd).is_ok()

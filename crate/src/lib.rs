@@ -182,21 +182,36 @@ fn sink_for(on_batch: BatchFn) -> Arc<EventSink> {
 }
 
 fn stats_promise(env: &Env, send: impl FnOnce(Command) -> bool) -> Result<Object<'_>> {
-    type Resolve = Box<dyn FnOnce(Env) -> Result<Option<NativeStats>> + Send>;
-    let (deferred, promise) = env.create_deferred::<Option<NativeStats>, Resolve>()?;
-    let deferred = Arc::new(Mutex::new(Some(deferred)));
-    let d2 = deferred.clone();
-    let sent = send(Command::Stats(Box::new(move |s| {
-        if let Some(d) = d2.lock().unwrap().take() {
-            d.resolve(Box::new(move |_| Ok(Some(s.into()))));
-        }
+    let (deferred, promise) = env.create_deferred::<Option<NativeStats>, StatsResolve>()?;
+    let reply = StatsReply(Some(deferred));
+    // If the connection is gone, the command (and the reply in it) is dropped
+    // unanswered; StatsReply's Drop then settles the promise with null.
+    send(Command::Stats(Box::new(move |s| {
+        reply.send(Some(s.into()))
     })));
-    if !sent {
-        if let Some(d) = deferred.lock().unwrap().take() {
+    Ok(promise)
+}
+
+type StatsResolve = Box<dyn FnOnce(Env) -> Result<Option<NativeStats>> + Send>;
+
+/// Settles a stats promise exactly once: with the figures, or with null when
+/// dropped unanswered.
+struct StatsReply(Option<napi::JsDeferred<Option<NativeStats>, StatsResolve>>);
+
+impl StatsReply {
+    fn send(mut self, value: Option<NativeStats>) {
+        if let Some(d) = self.0.take() {
+            d.resolve(Box::new(move |_| Ok(value)));
+        }
+    }
+}
+
+impl Drop for StatsReply {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
             d.resolve(Box::new(|_| Ok(None)));
         }
     }
-    Ok(promise)
 }
 
 /// A listening HTTP/3 server.
@@ -500,8 +515,19 @@ impl NativeClient {
             let peer = SocketAddr::new(ip, port as u16);
             match client::connect(id, peer, server_name, trust, transport, limits, sink, on_gone).await {
                 Ok(c) => {
-                    conns.lock().unwrap().insert(id, Arc::new(c));
-                    deferred.resolve(move |_| Ok(id));
+                    let mut table = conns.lock().unwrap();
+                    if c.is_gone() {
+                        // It closed right after the handshake; on_gone already ran.
+                        drop(table);
+                        deferred.reject(coded(
+                            "ERR_H3_CONNECT",
+                            format!("connection to {peer} closed right after the handshake"),
+                        ));
+                    } else {
+                        table.insert(id, Arc::new(c));
+                        drop(table);
+                        deferred.resolve(move |_| Ok(id));
+                    }
                 },
                 Err(e) => deferred.reject(coded(
                     "ERR_H3_CONNECT",

@@ -223,6 +223,9 @@ impl Server {
             handle.spawn(async move {
                 loop {
                     tokio::select! {
+                        // Stopping wins over a connection that arrives at the
+                        // same time: close() has already sent its GOAWAYs.
+                        biased;
                         _ = stop_rx.changed() => break,
                         next = incoming.next() => match next {
                             Some(Ok(initial)) => {

@@ -112,6 +112,8 @@ struct ReqStream {
     sent_report: u64,
     /// Client only: the request is queued until the peer allows a stream.
     opened: bool,
+    /// Client only: the request method is HEAD.
+    head_request: bool,
 }
 
 impl ReqStream {
@@ -136,6 +138,7 @@ impl ReqStream {
             send_closed: false,
             sent_report: 0,
             opened: true,
+            head_request: false,
         }
     }
 
@@ -275,7 +278,7 @@ impl Session {
 
     /// Opens the control stream and the QPACK streams and sends SETTINGS.
     pub fn start(&mut self, q: &mut QConn) -> ConnResult<()> {
-        let control = self.open_uni(q);
+        let control = self.open_uni();
         let mut settings = vec![
             (setting::QPACK_MAX_TABLE_CAPACITY, 0),
             (
@@ -296,7 +299,7 @@ impl Session {
         self.control_out = Some(control);
         self.queue(control, bytes, 0, false);
         for ty in [stream_type::QPACK_ENCODER, stream_type::QPACK_DECODER] {
-            let id = self.open_uni(q);
+            let id = self.open_uni();
             let mut b = Vec::new();
             frame::put_varint(&mut b, ty);
             self.queue(id, b, 0, false);
@@ -305,7 +308,7 @@ impl Session {
         Ok(())
     }
 
-    fn open_uni(&mut self, _q: &mut QConn) -> u64 {
+    fn open_uni(&mut self) -> u64 {
         let id = self.next_uni;
         self.next_uni += 4;
         self.streams.insert(
@@ -370,6 +373,9 @@ impl Session {
         if self.role == Role::Client && !self.streams.contains_key(&stream) {
             let mut s = ReqStream::new();
             s.opened = false;
+            s.head_request = fields
+                .chunks_exact(2)
+                .any(|p| p[0] == ":method" && p[1] == "HEAD");
             self.streams.insert(stream, s);
             self.pending_opens.push_back(stream);
         }
@@ -489,7 +495,14 @@ impl Session {
     fn read_bidi(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
         let client_initiated = id & 0x1 == 0;
         if !self.streams.contains_key(&id) {
-            if self.role == Role::Client || !client_initiated {
+            if !client_initiated {
+                // Servers never open bidirectional streams (RFC 9114 §6.1).
+                return Err(ConnError::new(
+                    H3Code::StreamCreationError,
+                    "server-initiated bidirectional stream",
+                ));
+            }
+            if self.role == Role::Client {
                 // A stream we no longer track (finished or reset): drain it.
                 while let Read::Got(n, _) = recv(q, id, &mut self.scratch) {
                     if n == 0 {
@@ -824,7 +837,13 @@ impl Session {
                 }
                 let s = self.streams.get_mut(&id).unwrap();
                 s.headers_seen = true;
-                s.content_length = content_length;
+                // content-length of a HEAD, 204 or 304 response describes a
+                // body that is not sent (RFC 9110 §8.6).
+                s.content_length = if s.head_request || status == 204 || status == 304 {
+                    None
+                } else {
+                    content_length
+                };
                 let no_more = s.recv_fin && s.unparsed().is_empty();
                 let ev = self.event(EventKind::Headers, id);
                 ev.headers = Some(flatten(&fields));
@@ -866,8 +885,9 @@ impl Session {
         };
         s.recv = Recv::Done;
         let hidden = s.hidden || (!s.headers_seen && self.role == Role::Server);
-        if self.role == Role::Server && !(s.fin_sent && s.out.is_empty()) && !s.send_closed {
-            // The request was cancelled: so is its response (RFC 9114 §4.1.1).
+        if !(s.send_closed || s.fin_sent && s.out.is_empty()) {
+            // The peer gave up on the exchange: so do we (RFC 9114 §4.1.1),
+            // which also lets quiche free the stream.
             let _ = q.stream_shutdown(id, Shutdown::Write, H3Code::RequestCancelled.code());
             s.send_closed = true;
             s.out.clear();
@@ -885,7 +905,8 @@ impl Session {
         let _ = q.stream_shutdown(id, Shutdown::Read, code.code());
         let _ = q.stream_shutdown(id, Shutdown::Write, code.code());
         if let Some(s) = self.streams.remove(&id) {
-            if s.headers_seen && !s.hidden {
+            // A client's fetch is waiting whether or not a head arrived.
+            if (s.headers_seen || self.role == Role::Client) && !s.hidden {
                 let ev = self.event(EventKind::Reset, id);
                 ev.code = code.code();
                 ev.fin = false;
@@ -990,10 +1011,10 @@ impl Session {
                 _ => {
                     // Unknown (or WebTransport, not yet supported) stream
                     // types are ignored: STOP_SENDING (RFC 9114 §6.2).
-                    st.kind = UniKind::Ignored;
-                    st.inbuf = Vec::new();
+                    // quiche discards what else arrives on it: no state is kept.
                     let _ =
                         q.stream_shutdown(id, Shutdown::Read, H3Code::StreamCreationError.code());
+                    self.uni.remove(&id);
                     return Ok(());
                 }
             };

@@ -485,3 +485,65 @@ fn a_fin_written_after_the_body_was_acknowledged_still_reaches_the_peer() {
             .count();
     assert_eq!(ends, 1, "the client saw the end of the response");
 }
+
+#[test]
+fn a_server_initiated_bidi_stream_is_h3_stream_creation_error_on_the_client() {
+    let mut p = Pipe::new(Limits::default());
+    p.server.stream_send(1, b"\x01\x00", false).unwrap();
+    p.advance();
+    let r = p.c.process_reads(&mut p.client).map_err(|e| e.code);
+    assert_eq!(r, Err(H3Code::StreamCreationError));
+}
+
+#[test]
+fn a_malformed_response_head_fails_the_client_request_instead_of_hanging() {
+    let mut p = Pipe::new(Limits::default());
+    p.c.send_headers(&mut p.client, 0, &get("/"), true);
+    p.c.flush(&mut p.client);
+    p.advance();
+    p.server_turn().unwrap();
+    // A response without :status, written raw by a misbehaving server.
+    let f = headers_frame(&strings(&["x", "y"]));
+    p.server.stream_send(0, &f, true).unwrap();
+    p.advance();
+    p.client_turn();
+    let reset =
+        p.c.events
+            .iter()
+            .find(|e| e.kind == EventKind::Reset as u32);
+    assert_eq!(reset.map(|e| e.code), Some(H3Code::MessageError.code()));
+}
+
+#[test]
+fn content_length_on_a_head_response_is_not_a_body_length() {
+    let mut p = Pipe::new(Limits::default());
+    let head = strings(&[
+        ":method",
+        "HEAD",
+        ":scheme",
+        "https",
+        ":authority",
+        "e",
+        ":path",
+        "/",
+    ]);
+    p.c.send_headers(&mut p.client, 0, &head, true);
+    p.c.flush(&mut p.client);
+    p.advance();
+    p.server_turn().unwrap();
+    p.s.send_headers(
+        &mut p.server,
+        0,
+        &strings(&[":status", "200", "content-length", "1234"]),
+        true,
+    );
+    p.s.flush(&mut p.server);
+    p.advance();
+    p.client_turn();
+    assert!(p.c.events.iter().all(|e| e.kind != EventKind::Reset as u32));
+    assert!(p
+        .c
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::Data as u32 && e.fin));
+}
