@@ -148,3 +148,31 @@ test('a response sent without reading the upload stops the client sending it (ST
   t.false(serverSignal.aborted, 'a complete response is not an abort')
   t.is(await (await p.client.fetch(`${p.base}/next`)).text(), 'answered without reading')
 })
+
+test('no per-request state is left behind after aborts, resets and failures', async (t) => {
+  const p = await pair(t, { onError: () => {} })
+  handle(p.server, (req) => {
+    const path = new URL(req.url).pathname
+    if (path === '/fail') {
+      let n = 0
+      return req.respond(new Response(new ReadableStream({ pull: (c) => (n++ < 2 ? c.enqueue(new Uint8Array(1000)) : c.error(new Error('x'))) })))
+    }
+    if (path === '/never-read') return req.respond(new Response('early'))
+    // A long body the client will abandon.
+    req.respond(new Response(patternStream(8 * MiB)))
+  })
+  const work = []
+  for (let i = 0; i < 20; i++) {
+    const ac = new AbortController()
+    work.push(p.client.fetch(`${p.base}/long`, { signal: ac.signal }).then(async (r) => {
+      const reader = r.body.getReader()
+      await reader.read()
+      ac.abort()
+    }).catch(() => {}))
+    work.push(p.client.fetch(`${p.base}/fail`).then((r) => r.arrayBuffer()).catch(() => {}))
+    work.push(p.client.fetch(`${p.base}/never-read`, { method: 'POST', duplex: 'half', body: patternStream(2 * MiB) }).then((r) => r.text()))
+  }
+  await Promise.all(work)
+  t.true(await waitFor(() => p.server.activeRequests === 0, 5000), `${p.server.activeRequests} requests still tracked`)
+  t.is(await (await p.client.fetch(`${p.base}/never-read`)).text(), 'early')
+})

@@ -371,6 +371,16 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     return this.#native.connectionCount()
   }
 
+    /**
+   * Requests whose exchange is not over yet: the response is not complete,
+   * or the request body is still being read. Returns to 0 when traffic stops.
+   */
+  get activeRequests(): number {
+    let n = 0
+    for (const m of this.#streams.values()) n += m.size
+    return n
+  }
+
   /** Transport statistics of a connection (`null` once it is gone). */
   async stats(connectionId: number): Promise<ConnectionStats | null> {
     return (await this.#native.stats(connectionId)) as ConnectionStats | null
