@@ -1133,81 +1133,79 @@ impl Session {
     }
 
     fn flush_stream(&mut self, q: &mut QConn, id: u64) {
-        {
-            let Some(s) = self.streams.get_mut(&id) else {
-                return;
-            };
-            if !s.opened || s.send_closed {
-                return;
-            }
-            let mut blocked = false;
-            let mut stopped = None;
-            while let Some(chunk) = s.out.front() {
-                let last = s.out.len() == 1;
-                let rest = &chunk.bytes[s.out_off..];
-                let fin = last && s.out_fin;
-                match q.stream_send(id, rest, fin) {
-                    Ok(n) => {
-                        if n < rest.len() {
-                            s.out_off += n;
-                            blocked = true;
-                            break;
-                        }
-                        s.sent_report += chunk.payload;
-                        s.out_off = 0;
-                        s.out.pop_front();
-                        if fin {
-                            s.fin_sent = true;
-                        }
-                    }
-                    Err(quiche::Error::Done) => {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if !s.opened || s.send_closed {
+            return;
+        }
+        let mut blocked = false;
+        let mut stopped = None;
+        while let Some(chunk) = s.out.front() {
+            let last = s.out.len() == 1;
+            let rest = &chunk.bytes[s.out_off..];
+            let fin = last && s.out_fin;
+            match q.stream_send(id, rest, fin) {
+                Ok(n) => {
+                    if n < rest.len() {
+                        s.out_off += n;
                         blocked = true;
                         break;
                     }
-                    Err(quiche::Error::StreamStopped(code)) => {
-                        stopped = Some(code);
-                        break;
-                    }
-                    Err(quiche::Error::StreamLimit) => {
-                        // Not creatable yet: back to the queue of unopened requests.
-                        s.opened = false;
-                        self.pending_opens.push_front(id);
-                        return;
-                    }
-                    Err(_) => {
-                        stopped = Some(H3Code::InternalError.code());
-                        break;
+                    s.sent_report += chunk.payload;
+                    s.out_off = 0;
+                    s.out.pop_front();
+                    if fin {
+                        s.fin_sent = true;
                     }
                 }
-            }
-            let report = std::mem::take(&mut s.sent_report);
-            let fin_now = s.fin_sent && s.out.is_empty();
-            let hidden = s.hidden;
-            if let Some(code) = stopped {
-                s.send_closed = true;
-                s.out.clear();
-                let _ = q.stream_shutdown(id, Shutdown::Write, code);
-                if !hidden {
-                    self.event(EventKind::StopSending, id).code = code;
+                Err(quiche::Error::Done) => {
+                    blocked = true;
+                    break;
                 }
-            } else if blocked {
-                self.to_flush.insert(id);
-            }
-            if report > 0 && !hidden {
-                self.event(EventKind::Sent, id).code = report;
-            }
-            if fin_now && stopped.is_none() && id & 0x2 == 0 {
-                self.unacked.insert(id);
-                if self.unacked.len() >= self.unacked_prune_at {
-                    self.unacked.retain(|&id| q.stream_capacity(id).is_ok());
-                    self.unacked_prune_at = (self.unacked.len() * 2).max(64);
+                Err(quiche::Error::StreamStopped(code)) => {
+                    stopped = Some(code);
+                    break;
                 }
-                if !hidden {
-                    self.event(EventKind::Finished, id);
+                Err(quiche::Error::StreamLimit) => {
+                    // Not creatable yet: back to the queue of unopened requests.
+                    s.opened = false;
+                    self.pending_opens.push_front(id);
+                    return;
+                }
+                Err(_) => {
+                    stopped = Some(H3Code::InternalError.code());
+                    break;
                 }
             }
-            let _ = self.maybe_remove(id);
         }
+        let report = std::mem::take(&mut s.sent_report);
+        let fin_now = s.fin_sent && s.out.is_empty();
+        let hidden = s.hidden;
+        if let Some(code) = stopped {
+            s.send_closed = true;
+            s.out.clear();
+            let _ = q.stream_shutdown(id, Shutdown::Write, code);
+            if !hidden {
+                self.event(EventKind::StopSending, id).code = code;
+            }
+        } else if blocked {
+            self.to_flush.insert(id);
+        }
+        if report > 0 && !hidden {
+            self.event(EventKind::Sent, id).code = report;
+        }
+        if fin_now && stopped.is_none() && id & 0x2 == 0 {
+            self.unacked.insert(id);
+            if self.unacked.len() >= self.unacked_prune_at {
+                self.unacked.retain(|&id| q.stream_capacity(id).is_ok());
+                self.unacked_prune_at = (self.unacked.len() * 2).max(64);
+            }
+            if !hidden {
+                self.event(EventKind::Finished, id);
+            }
+        }
+        let _ = self.maybe_remove(id);
     }
 
     /// Checks streams waiting on JS for a STOP_SENDING from the peer, which
