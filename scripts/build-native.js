@@ -4,19 +4,14 @@
 // The napi CLI is not needed for this; it is used in CI for cross builds and
 // to regenerate binding.d.ts (`npm run build:dts`).
 'use strict'
-const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
-const os = require('node:os')
 const path = require('node:path')
 const { platformSuffix } = require('../platform.js')
+const { cargo, targetDir } = require('./cargo.js')
 
 const root = path.resolve(__dirname, '..')
-const target = process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache', 'h3node-target')
-const args = ['build', '--release', '--manifest-path', path.join(root, 'crate', 'Cargo.toml')]
-console.log(`[h3node build] cargo ${args.join(' ')} (CARGO_TARGET_DIR=${target})`)
-const r = spawnSync('cargo', args, { stdio: 'inherit', env: { ...process.env, CARGO_TARGET_DIR: target } })
-if (r.error || r.status !== 0) {
-  console.error(`[h3node build] cargo build failed${r.error ? `: ${r.error.message}` : ''}`)
+if (cargo(['build', '--release']) !== 0) {
+  console.error('[h3node build] cargo build failed')
   process.exit(1)
 }
 const lib = { linux: 'libh3node.so', darwin: 'libh3node.dylib', win32: 'h3node.dll' }[process.platform]
@@ -24,7 +19,7 @@ if (!lib) {
   console.error(`[h3node build] unsupported platform ${process.platform}`)
   process.exit(1)
 }
-const from = path.join(target, 'release', lib)
+const from = path.join(targetDir(), 'release', lib)
 const to = path.join(root, `h3node.${platformSuffix()}.node`)
 fs.copyFileSync(from, to)
 console.log(`[h3node build] ${path.relative(root, to)} (${(fs.statSync(to).size / 1e6).toFixed(1)} MB)`)
