@@ -175,3 +175,12 @@ export function flattenHeaders(h: Headers, out: string[] = []): string[] {
   for (const c of h.getSetCookie()) out.push('set-cookie', c)
   return out
 }
+
+/** Builds `Headers` from `[name, value, ...]`, leaving out pseudo-headers. */
+export function toHeaders(fields: string[]): Headers {
+  const h = new Headers()
+  for (let i = 0; i < fields.length; i += 2) {
+    if (fields[i].charCodeAt(0) !== 58 /* ':' */) h.append(fields[i], fields[i + 1])
+  }
+  return h
+}

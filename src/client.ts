@@ -9,9 +9,9 @@
 import { lookup } from 'node:dns/promises'
 import { isIP } from 'node:net'
 
-import { IncomingBody, OutgoingBody, flattenHeaders } from './body'
+import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, dispatchAll, streamPort, type NativeEvent, type StreamPort } from './native'
 import { resolveTransport, type TransportOptions } from './options'
 import type { ConnectionStats } from './server'
 
@@ -158,15 +158,9 @@ export class Client implements AsyncDisposable {
   }
 
   #port(conn: number, stream: number): StreamPort {
-    const n = this.#native
-    return {
-      write: (d, fin) => n.write(conn, stream, d, fin),
-      sendHeaders: (h, fin) => n.sendHeaders(conn, stream, h, fin),
-      grant: (b) => n.grant(conn, stream, b),
-      reset: (code) => n.reset(conn, stream, code),
-      // Cancelling a response body cancels the whole request.
-      stopSending: () => n.reset(conn, stream, H3Codes.REQUEST_CANCELLED),
-    }
+        const n = this.#native
+    // Cancelling a response body cancels the whole request.
+    return streamPort(n, conn, stream, () => n.reset(conn, stream, H3Codes.REQUEST_CANCELLED))
   }
 
   /**
@@ -262,14 +256,7 @@ export class Client implements AsyncDisposable {
   }
 
   #onBatch(): void {
-    for (const e of this.#native.takeEvents()) {
-      try {
-        this.#dispatch(e)
-      } catch (err) {
-        // One event must not cost the rest of the batch.
-        process.emitWarning(`h3node: dispatching event ${e.kind} failed: ${(err as Error)?.stack ?? err}`, { code: 'H3NODE_INTERNAL' })
-      }
-    }
+        dispatchAll(this.#native.takeEvents(), (e) => this.#dispatch(e))
   }
 
   #dispatch(e: NativeEvent): void {
@@ -295,12 +282,8 @@ export class Client implements AsyncDisposable {
     switch (e.kind) {
       case Ev.Headers: {
         const f = e.headers ?? []
-        const headers = new Headers()
-        let status = 0
-        for (let i = 0; i < f.length; i += 2) {
-          if (f[i] === ':status') status = Number(f[i + 1])
-          else if (f[i].charCodeAt(0) !== 58) headers.append(f[i], f[i + 1])
-        }
+                const headers = toHeaders(f)
+        const status = Number(f[f.indexOf(':status') + 1])
         const nullBody = e.fin || p.method === 'HEAD' || status === 204 || status === 304
         if (!nullBody) p.body = new IncomingBody(this.#port(p.conn.id, p.stream), this.#readWindow)
         p.responded = true
@@ -335,10 +318,7 @@ export class Client implements AsyncDisposable {
         }
         break
       case Ev.Trailers: {
-        const h = new Headers()
-        const f = e.headers ?? []
-        for (let i = 0; i < f.length; i += 2) h.append(f[i], f[i + 1])
-        p.trailers = h
+                p.trailers = toHeaders(e.headers ?? [])
         break
       }
       case Ev.Reset:

@@ -7,10 +7,10 @@
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 
-import { IncomingBody, OutgoingBody, flattenHeaders } from './body'
+import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
 import { generateDevCertificate, type DevCertificate } from './cert'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, dispatchAll, streamPort, type NativeEvent, type StreamPort } from './native'
 import { checkBoolean, checkInteger, resolveTransport, type TransportOptions } from './options'
 
 /** Where a request came from. */
@@ -163,11 +163,7 @@ export class IncomingRequest {
   /** The request as a standard `Request` (built on first access). */
   get request(): Request {
     if (this.#request) return this.#request
-    const headers = new Headers()
-    const f = this.#fields
-    for (let i = 0; i < f.length; i += 2) {
-      if (f[i].charCodeAt(0) !== 58 /* ':' */) headers.append(f[i], f[i + 1])
-    }
+        const headers = toHeaders(this.#fields)
     const init: RequestInit & { duplex?: 'half' } = {
       method: this.#method,
       headers,
@@ -193,9 +189,7 @@ export class IncomingRequest {
 
   /** @internal */
   setTrailers(fields: string[]): void {
-    const h = new Headers()
-    for (let i = 0; i < fields.length; i += 2) h.append(fields[i], fields[i + 1])
-    this.#trailers = h
+        this.#trailers = toHeaders(fields)
   }
 
   /** Whether {@link respond} was called. */
@@ -393,14 +387,8 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
 
   /** @internal */
   port(conn: number, stream: number): StreamPort {
-    const n = this.#native
-    return {
-      write: (data, fin) => n.write(conn, stream, data, fin),
-      sendHeaders: (h, fin) => n.sendHeaders(conn, stream, h, fin),
-      grant: (b) => n.grant(conn, stream, b),
-      reset: (code) => n.reset(conn, stream, code),
-      stopSending: (code) => n.stopSending(conn, stream, code),
-    }
+        const n = this.#native
+    return streamPort(n, conn, stream, (code) => n.stopSending(conn, stream, code))
   }
 
   /** @internal */
@@ -424,15 +412,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
   }
 
   #onBatch(): void {
-    const events = this.#native.takeEvents()
-    for (const e of events) {
-      try {
-        this.#dispatch(e)
-      } catch (err) {
-        // One event must not cost the rest of the batch.
-        process.emitWarning(`h3node: dispatching event ${e.kind} failed: ${(err as Error)?.stack ?? err}`, { code: 'H3NODE_INTERNAL' })
-      }
-    }
+        dispatchAll(this.#native.takeEvents(), (e) => this.#dispatch(e))
   }
 
   #state(e: NativeEvent): StreamState | undefined {
