@@ -113,6 +113,13 @@ impl Pipe {
         r
     }
 
+    /// The client sends what it queued; the server reads it.
+    fn send_to_server(&mut self) {
+        self.c.flush(&mut self.client);
+        self.advance();
+        self.server_turn().unwrap();
+    }
+
     fn client_turn(&mut self) {
         self.c.process_reads(&mut self.client).unwrap();
         self.c.flush(&mut self.client);
@@ -199,9 +206,7 @@ fn request_and_response_round_trip_with_body_and_trailers() {
     p.c.send_headers(&mut p.client, 0, &req, false);
     p.c.write(0, b"hello".to_vec(), false);
     p.c.send_headers(&mut p.client, 0, &strings(&["x-sum", "1"]), true);
-    p.c.flush(&mut p.client);
-    p.advance();
-    p.server_turn().unwrap();
+    p.send_to_server();
     let ev: Vec<_> = p.s.events.drain(..).collect();
     assert_eq!(ev[0].kind, EventKind::Headers as u32);
     assert_eq!(ev[1].kind, EventKind::Data as u32);
@@ -257,9 +262,7 @@ fn missing_pseudo_header_is_a_stream_error_h3_message_error() {
     );
     // The connection still serves.
     p.c.send_headers(&mut p.client, 4, &get("/ok"), true);
-    p.c.flush(&mut p.client);
-    p.advance();
-    p.server_turn().unwrap();
+    p.send_to_server();
     assert_eq!(kinds(&mut p.s)[0], (EventKind::Headers as u32, 4));
 }
 
@@ -381,9 +384,7 @@ fn a_slow_reader_holds_back_at_most_the_read_window() {
     h.extend(strings(&["content-length", "100000"]));
     p.c.send_headers(&mut p.client, 0, &h, false);
     p.c.write(0, vec![7; 100_000], true);
-    p.c.flush(&mut p.client);
-    p.advance();
-    p.server_turn().unwrap();
+    p.send_to_server();
     let delivered: usize =
         p.s.events
             .drain(..)
@@ -396,9 +397,7 @@ fn a_slow_reader_holds_back_at_most_the_read_window() {
     let mut total = delivered;
     for _ in 0..100 {
         p.s.grant(0, 4096);
-        p.c.flush(&mut p.client);
-        p.advance();
-        p.server_turn().unwrap();
+        p.send_to_server();
         let got: usize =
             p.s.events
                 .drain(..)
@@ -406,7 +405,6 @@ fn a_slow_reader_holds_back_at_most_the_read_window() {
                 .sum();
         assert!(got <= 4096);
         total += got;
-        p.c.flush(&mut p.client);
         if total == 100_000 {
             break;
         }
@@ -432,9 +430,7 @@ fn a_large_body_written_with_its_fin_in_one_call_arrives_whole() {
     let mut total = 0;
     let mut fin = false;
     for _ in 0..200 {
-        p.c.flush(&mut p.client);
-        p.advance();
-        p.server_turn().unwrap();
+        p.send_to_server();
         let events: Vec<_> = p.s.events.drain(..).collect();
         for e in events {
             if let Some(d) = e.data {
@@ -459,9 +455,7 @@ fn a_fin_written_after_the_body_was_acknowledged_still_reaches_the_peer() {
     // version does not reproduce that race, it checks the path end to end.
     let mut p = Pipe::new(Limits::default());
     p.c.send_headers(&mut p.client, 0, &get("/"), true);
-    p.c.flush(&mut p.client);
-    p.advance();
-    p.server_turn().unwrap();
+    p.send_to_server();
     p.s.send_headers(&mut p.server, 0, &strings(&[":status", "200"]), false);
     p.s.write(0, vec![1; 5000], false);
     p.s.flush(&mut p.server);
@@ -499,9 +493,7 @@ fn a_server_initiated_bidi_stream_is_h3_stream_creation_error_on_the_client() {
 fn a_malformed_response_head_fails_the_client_request_instead_of_hanging() {
     let mut p = Pipe::new(Limits::default());
     p.c.send_headers(&mut p.client, 0, &get("/"), true);
-    p.c.flush(&mut p.client);
-    p.advance();
-    p.server_turn().unwrap();
+    p.send_to_server();
     // A response without :status, written raw by a misbehaving server.
     let f = headers_frame(&strings(&["x", "y"]));
     p.server.stream_send(0, &f, true).unwrap();
@@ -528,9 +520,7 @@ fn content_length_on_a_head_response_is_not_a_body_length() {
         "/",
     ]);
     p.c.send_headers(&mut p.client, 0, &head, true);
-    p.c.flush(&mut p.client);
-    p.advance();
-    p.server_turn().unwrap();
+    p.send_to_server();
     p.s.send_headers(
         &mut p.server,
         0,
