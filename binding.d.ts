@@ -22,6 +22,15 @@ export declare class NativeClient {
   grant(conn: number, stream: number, bytes: number): boolean
   /** RESET_STREAM + STOP_SENDING. */
   reset(conn: number, stream: number, code: number): boolean
+  /**
+   * Opens a stream: raw QUIC, or WebTransport in session `session`
+   * (-1: none). Returns its id, or -1 if the connection is gone.
+   */
+  openStream(conn: number, bidi: boolean, session: number): number
+  /** Sends a datagram on flow `stream` (raw QUIC: ignored). */
+  sendDatagram(conn: number, stream: number, data: Uint8Array): boolean
+  /** Closes WebTransport session `stream` with a code and reason. */
+  closeSession(conn: number, stream: number, code: number, reason: string): boolean
   /** Closes one connection. */
   closeConnection(conn: number, code: number, reason: string): boolean
   /** Transport statistics of one connection. */
@@ -55,6 +64,15 @@ export declare class NativeServer {
   reset(conn: number, stream: number, code: number): boolean
   /** STOP_SENDING with `code`. */
   stopSending(conn: number, stream: number, code: number): boolean
+  /**
+   * Opens a stream: raw QUIC, or WebTransport in session `session`
+   * (-1: none). Returns its id, or -1 if the connection is gone.
+   */
+  openStream(conn: number, bidi: boolean, session: number): number
+  /** Sends a datagram on flow `stream` (raw QUIC: ignored). */
+  sendDatagram(conn: number, stream: number, data: Uint8Array): boolean
+  /** Closes WebTransport session `stream` with a code and reason. */
+  closeSession(conn: number, stream: number, code: number, reason: string): boolean
   /** Closes one connection with an application error code. */
   closeConnection(conn: number, code: number, reason: string): boolean
   /** Transport statistics of one connection (null once it is gone). */
@@ -107,6 +125,7 @@ export interface NativeEvent {
   alpn?: string
   resumed?: boolean
   serverName?: string
+  maxDatagramSize?: number
 }
 
 /** Server settings from JS. */
@@ -129,6 +148,11 @@ export interface NativeStats {
   lostPackets: number
   sentBytes: number
   recvBytes: number
+  datagramsReceived: number
+  datagramsSent: number
+  datagramsDroppedUnknownFlow: number
+  datagramsDroppedSendQueueFull: number
+  datagramsDroppedTooLarge: number
 }
 
 /** Transport and HTTP/3 settings, already validated and defaulted by JS. */
@@ -148,6 +172,15 @@ export interface NativeTransport {
   maxHeaderCount: number
   streamReadWindow: number
   threads: number
+  datagrams: boolean
+  datagramQueueLength: number
+  webtransport: boolean
+  maxWebTransportSessions: number
+  maxBufferedStreams: number
+  /** ALPN protocols; empty = HTTP/3 ("h3"). */
+  alpn: Array<string>
+  /** Raw QUIC (no HTTP/3). */
+  raw: boolean
 }
 
 /** Whether the addon's runtime threads are running. */

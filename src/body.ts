@@ -20,11 +20,15 @@ export class IncomingBody {
   #enqueued = 0
   #granted = 0
   #hwm: number
-    #done = false
+  #done = false
   #onDone: (() => void) | undefined
 
-  /** `onDone` runs once when the body ends, fails or is cancelled. */
-  constructor(port: StreamPort, readWindow: number, onDone?: () => void) {
+  /**
+   * `onDone` runs once when the body ends, fails or is cancelled;
+   * `stopCode` gives the STOP_SENDING code for a cancel reason
+   * (default H3_NO_ERROR).
+   */
+  constructor(port: StreamPort, readWindow: number, onDone?: () => void, stopCode?: (reason: unknown) => number) {
     this.#onDone = onDone
     this.#hwm = readWindow
     this.stream = new ReadableStream<Uint8Array>(
@@ -41,11 +45,11 @@ export class IncomingBody {
             this.#granted = consumed
           }
         },
-                cancel: () => {
+        cancel: (reason) => {
           if (!this.#done) {
             this.#done = true
             // Tell the peer we will not read the rest (STOP_SENDING).
-            port.stopSending(H3Codes.NO_ERROR)
+            port.stopSending(stopCode ? stopCode(reason) : H3Codes.NO_ERROR)
             this.#onDone?.()
           }
         },
@@ -64,7 +68,7 @@ export class IncomingBody {
     this.#controller.enqueue(chunk)
   }
 
-    end(): void {
+  end(): void {
     if (this.#done) return
     this.#done = true
     this.#controller.close()

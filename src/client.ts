@@ -92,7 +92,7 @@ export class Client implements AsyncDisposable {
   #closed = false
 
   constructor(options: ClientOptions = {}) {
-    const transport = resolveTransport(options)
+    const transport = resolveTransport(options, { webtransport: true })
     this.#readWindow = transport.streamReadWindow
     this.#writeWindow = transport.streamWriteWindow
     const pins = options.pinnedCertificates ?? []

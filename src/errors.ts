@@ -27,6 +27,12 @@ export type H3ErrorCode =
   | 'ERR_H3_CLIENT_CLOSED'
   | 'ERR_H3_GOAWAY'
   | 'ERR_H3_HANDLER'
+  | 'ERR_H3_INVALID_ARGUMENT'
+  | 'ERR_H3_DATAGRAMS_DISABLED'
+  | 'ERR_H3_SESSION_CLOSED'
+  | 'ERR_H3_WEBTRANSPORT_REFUSED'
+  | 'ERR_H3_NOT_WEBTRANSPORT'
+  | 'ERR_H3_CONNECT_REQUEST'
 
 /**
  * The error class of h3node. `instanceof H3Error` works across two copies of

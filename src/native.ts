@@ -24,6 +24,10 @@ export const enum Ev {
   GoAway = 9,
   ServerClosed = 10,
   Finished = 11,
+  Datagram = 12,
+  SessionClosed = 13,
+  StreamOpen = 14,
+  SessionDrain = 15,
 }
 
 /** The operations a body needs on its stream, bound to one connection and stream. */

@@ -56,6 +56,25 @@ export interface TransportOptions {
   /** Write one qlog file per connection into this directory. Default: none. */
   qlogDir?: string
   /**
+   * QUIC DATAGRAM frames (RFC 9221) and HTTP/3 datagrams (RFC 9297):
+   * advertised to the peer and accepted. Default `true`.
+   */
+  datagrams?: boolean
+  /**
+   * Datagrams held per connection in each direction (native send and
+   * receive queues) and per flow for the reader; when a queue is full the
+   * oldest datagram is dropped and counted. Default `1024`.
+   */
+  datagramQueueLength?: number
+  /** WebTransport sessions open at once on one connection; more get 429. Default `16`. */
+  maxWebTransportSessions?: number
+  /**
+   * WebTransport streams held unread per connection while the session they
+   * name is not yet accepted (they may arrive before its CONNECT). More are
+   * reset with WT_BUFFERED_STREAM_REJECTED. Default `16`.
+   */
+  maxBufferedStreams?: number
+  /**
    * Native I/O threads, shared by every server and client in the process;
    * the first one created decides. Default: half the CPU cores, 1 to 4.
    */
@@ -79,6 +98,13 @@ export interface ResolvedTransport {
   maxHeaderCount: number
   streamReadWindow: number
   threads: number
+  datagrams: boolean
+  datagramQueueLength: number
+  webtransport: boolean
+  maxWebTransportSessions: number
+  maxBufferedStreams: number
+  alpn: string[]
+  raw: boolean
 }
 
 const MiB = 1024 * 1024
@@ -100,7 +126,10 @@ function bool(opts: Record<string, unknown>, name: string, def: boolean): boolea
 }
 
 /** Validates `opts` and applies defaults; throws ERR_H3_INVALID_OPTION naming the option. */
-export function resolveTransport(opts: TransportOptions): ResolvedTransport & { streamWriteWindow: number } {
+export function resolveTransport(
+  opts: TransportOptions,
+  extra: { webtransport?: boolean; alpn?: string[]; raw?: boolean } = {},
+): ResolvedTransport & { streamWriteWindow: number } {
   const o = opts as Record<string, unknown>
   const cc = o.congestionControl ?? 'cubic'
   if (cc !== 'cubic' && cc !== 'reno' && cc !== 'bbr2') {
@@ -127,6 +156,13 @@ export function resolveTransport(opts: TransportOptions): ResolvedTransport & { 
     streamReadWindow: integer(o, 'streamReadWindow', 256 * 1024, 1024, big),
     streamWriteWindow: integer(o, 'streamWriteWindow', 256 * 1024, 1024, big),
     threads: integer(o, 'threads', 0, 0, 64),
+    datagrams: bool(o, 'datagrams', true),
+    datagramQueueLength: integer(o, 'datagramQueueLength', 1024, 1, 2 ** 20),
+    webtransport: extra.webtransport ?? false,
+    maxWebTransportSessions: integer(o, 'maxWebTransportSessions', 16, 1, 2 ** 16),
+    maxBufferedStreams: integer(o, 'maxBufferedStreams', 16, 0, 2 ** 16),
+    alpn: extra.alpn ?? [],
+    raw: extra.raw ?? false,
   }
 }
 

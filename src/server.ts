@@ -12,6 +12,7 @@ import { generateDevCertificate, type DevCertificate } from './cert'
 import { H3Codes, H3Error, fromNative } from './errors'
 import { native, Ev, dispatchAll, streamPort, type NativeEvent, type StreamPort } from './native'
 import { checkBoolean, checkInteger, resolveTransport, type TransportOptions } from './options'
+import { DatagramDuplexStream, WebTransportSession, type SessionLimits } from './webtransport'
 
 /** Where a request came from. */
 export interface ConnectionInfo {
@@ -49,6 +50,16 @@ export interface ConnectionStats {
   sentBytes: number
   /** UDP payload bytes received. */
   recvBytes: number
+  /** Datagrams received. */
+  datagramsReceived: number
+  /** Datagrams queued for sending. */
+  datagramsSent: number
+  /** Datagrams received or sent for a flow that is unknown or closed (dropped). */
+  datagramsDroppedUnknownFlow: number
+  /** Outgoing datagrams dropped because the send queue was full (the oldest goes). */
+  datagramsDroppedSendQueueFull: number
+  /** Outgoing datagrams dropped because they exceed what the peer accepts. */
+  datagramsDroppedTooLarge: number
 }
 
 /** Options of {@link listen}. */
@@ -79,6 +90,14 @@ export interface ListenOptions extends TransportOptions {
    */
   retry?: boolean
   /**
+   * Accept WebTransport sessions: the server advertises WebTransport in its
+   * SETTINGS (the identifiers Chromium, Firefox and Safari each look for)
+   * and extended CONNECT requests with `:protocol` `webtransport` arrive in
+   * the request loop, where {@link IncomingRequest.acceptWebTransport}
+   * accepts them. Needs `datagrams`. Default `false`.
+   */
+  webTransport?: boolean
+  /**
    * How long {@link Server.close} lets in-flight requests finish after
    * GOAWAY before closing connections, milliseconds. Default `5000`.
    */
@@ -88,6 +107,12 @@ export interface ListenOptions extends TransportOptions {
    * stream resets) and responses that could not be sent. Default: `console.error`.
    */
   onError?: (error: unknown, request: IncomingRequest) => void
+}
+
+/** Options of {@link IncomingRequest.acceptWebTransport}. */
+export interface AcceptWebTransportOptions {
+  /** Extra response headers sent with the 200. */
+  headers?: HeadersInit
 }
 
 /** Options of {@link IncomingRequest.respond}. */
@@ -102,6 +127,10 @@ type StreamState = {
   out: OutgoingBody | null
   abort: AbortController
   finished: boolean
+  /** HTTP datagrams of the request (created on first use). */
+  datagrams: DatagramDuplexStream | null
+  /** The WebTransport session this CONNECT opened. */
+  session: WebTransportSession | null
 }
 
 /**
@@ -123,6 +152,7 @@ export class IncomingRequest {
   #trailers: Headers | null = null
   #method: string
   #url: string
+  #protocol: string | null = null
 
   /** @internal */
   constructor(server: Server, conn: ConnectionInfo, stream: number, fields: string[], early: boolean, state: StreamState) {
@@ -144,6 +174,7 @@ export class IncomingRequest {
       else if (n === ':authority') authority = fields[i + 1]
       else if (n === ':path') path = fields[i + 1]
       else if (n === 'host') host = fields[i + 1]
+      else if (n === ':protocol') this.#protocol = fields[i + 1]
     }
     this.#method = method
     authority ||= host || `${conn.localAddress.includes(':') ? `[${conn.localAddress}]` : conn.localAddress}:${conn.localPort}`
@@ -160,10 +191,38 @@ export class IncomingRequest {
     return this.#url
   }
 
-  /** The request as a standard `Request` (built on first access). */
+  /** The request headers (pseudo-headers left out). */
+  get headers(): Headers {
+    return this.#request?.headers ?? toHeaders(this.#fields)
+  }
+
+  /** The `:protocol` of an extended CONNECT (RFC 9220), else `null`. */
+  get protocol(): string | null {
+    return this.#protocol
+  }
+
+  /**
+   * Whether this is a WebTransport session request (extended CONNECT with
+   * `:protocol` `webtransport` or `webtransport-h3`, on a server with
+   * `webTransport` on). Answer it with {@link acceptWebTransport}, or refuse
+   * it with `respond()` and a non-2xx status.
+   */
+  get isWebTransport(): boolean {
+    return this.#state.session !== null || (this.#server.webTransport && this.#method === 'CONNECT' && (this.#protocol === 'webtransport' || this.#protocol === 'webtransport-h3'))
+  }
+
+  /**
+   * The request as a standard `Request` (built on first access). A CONNECT
+   * (such as WebTransport) has no `Request` form (the platform forbids the
+   * method): `method`, `url`, `headers` and `protocol` describe it, and
+   * reading `request` throws `ERR_H3_CONNECT_REQUEST`.
+   */
   get request(): Request {
     if (this.#request) return this.#request
-        const headers = toHeaders(this.#fields)
+    if (this.#method === 'CONNECT') {
+      throw new H3Error('ERR_H3_CONNECT_REQUEST', `a CONNECT request has no Request form; use req.method, req.url, req.headers and req.protocol`)
+    }
+    const headers = toHeaders(this.#fields)
     const init: RequestInit & { duplex?: 'half' } = {
       method: this.#method,
       headers,
@@ -192,9 +251,44 @@ export class IncomingRequest {
         this.#trailers = toHeaders(fields)
   }
 
-  /** Whether {@link respond} was called. */
+  /** Whether {@link respond} or {@link acceptWebTransport} was called. */
   get responded(): boolean {
     return this.#responded
+  }
+
+  /**
+   * HTTP datagrams (RFC 9297) of this request: flow id = the stream id / 4.
+   * Datagrams that arrive before the first access are dropped and counted
+   * in `server.stats()`.
+   */
+  get datagrams(): DatagramDuplexStream {
+    if (this.#state.session) return this.#state.session.datagrams
+    this.#state.datagrams ??= this.#server.requestDatagrams(this.connection.id, this.streamId)
+    return this.#state.datagrams
+  }
+
+  /**
+   * Accepts a WebTransport session: sends a 200 (with `headers`) and
+   * returns the session, which is ready at once. Streams the client opened
+   * before this call (held natively, up to `maxBufferedStreams`) are
+   * delivered now. Throws `ERR_H3_NOT_WEBTRANSPORT` if the request is not a
+   * WebTransport CONNECT, `ERR_H3_ALREADY_RESPONDED` if answered already.
+   */
+  acceptWebTransport(options: AcceptWebTransportOptions = {}): WebTransportSession {
+    if (!this.isWebTransport) {
+      throw new H3Error('ERR_H3_NOT_WEBTRANSPORT', `${this.#method} ${this.#url} is not a WebTransport request${this.#server.webTransport ? '' : ' (the server was started without webTransport: true)'}`)
+    }
+    if (this.#responded) {
+      throw new H3Error('ERR_H3_ALREADY_RESPONDED', `request ${this.#method} ${this.#url} was already responded to`)
+    }
+    if (this.#state.finished || this.#state.abort.signal.aborted) {
+      throw new H3Error('ERR_H3_SESSION_CLOSED', 'the client went away before the session was accepted')
+    }
+    this.#responded = true
+    const head = [':status', '200']
+    if (this.headers.get('sec-webtransport-http3-draft02') === '1') head.push('sec-webtransport-http3-draft', 'draft02')
+    if (options.headers) flattenHeaders(new Headers(options.headers), head)
+    return this.#server.acceptSession(this, this.#state, head)
   }
 
   /**
@@ -211,6 +305,16 @@ export class IncomingRequest {
       throw new H3Error('ERR_H3_ALREADY_RESPONDED', `request ${this.#method} ${this.#url} was already responded to`)
     }
     this.#responded = true
+    if (this.isWebTransport) {
+      // A 2xx would open the session without its object: only refusals here.
+      const refuse = Promise.resolve(response).then((r) => {
+        if (r instanceof Response && r.status >= 200 && r.status < 300) {
+          throw new H3Error('ERR_H3_INVALID_RESPONSE', 'a WebTransport request is accepted with acceptWebTransport(), not a 2xx respond()')
+        }
+        return r
+      })
+      return this.#send(refuse, options)
+    }
     return this.#send(response, options)
   }
 
@@ -300,11 +404,20 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
   #graceMs: number
   #onError: (error: unknown, request: IncomingRequest) => void
   #handler: ((req: IncomingRequest) => void) | null = null
+  #webTransport: boolean
+  #datagramQueue: number
+  #maxDatagram = new Map<number, number>()
+  #sessions = new Map<number, Map<number, WebTransportSession>>()
 
   /** @internal use {@link listen} */
   constructor(options: ListenOptions = {}) {
     const o = options as Record<string, unknown>
-    const transport = resolveTransport(options)
+    this.#webTransport = checkBoolean(o, 'webTransport', false)
+    const transport = resolveTransport(options, { webtransport: this.#webTransport })
+    if (this.#webTransport && !transport.datagrams) {
+      throw new H3Error('ERR_H3_INVALID_OPTION', 'option webTransport needs option datagrams (browsers open sessions only with HTTP/3 datagrams)')
+    }
+    this.#datagramQueue = transport.datagramQueueLength
     const port = checkInteger(o, 'port', 4433, 0, 65535)
     const host = options.host ?? '::'
     if (typeof host !== 'string' || isIP(host) === 0) {
@@ -411,6 +524,76 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     this.#handler = h
   }
 
+  /** Whether the server accepts WebTransport (the `webTransport` option). */
+  get webTransport(): boolean {
+    return this.#webTransport
+  }
+
+  /** WebTransport sessions open now, over all connections. */
+  get webTransportSessions(): number {
+    let n = 0
+    for (const m of this.#sessions.values()) n += m.size
+    return n
+  }
+
+  #limits(conn: number): SessionLimits {
+    return {
+      readWindow: this.#readWindow,
+      writeWindow: this.#writeWindow,
+      datagramQueue: this.#datagramQueue,
+      maxDatagramSize: this.#maxDatagram.get(conn) ?? 0,
+    }
+  }
+
+  /** @internal */
+  requestDatagrams(conn: number, stream: number): DatagramDuplexStream {
+    const n = this.#native
+    // The flow id takes up to 8 bytes of each datagram.
+    const max = Math.max(0, (this.#maxDatagram.get(conn) ?? 0) - varintLength(stream / 4))
+    return new DatagramDuplexStream((d) => n.sendDatagram(conn, stream, d), max, this.#datagramQueue)
+  }
+
+  /** @internal */
+  acceptSession(req: IncomingRequest, state: StreamState, head: string[]): WebTransportSession {
+    const n = this.#native
+    const conn = req.connection.id
+    const sid = req.streamId
+    const limits = this.#limits(conn)
+    limits.maxDatagramSize = Math.max(0, limits.maxDatagramSize - varintLength(sid / 4))
+    const session = new WebTransportSession(
+      {
+        openStream: (bidi) => n.openStream(conn, bidi, sid),
+        sendDatagram: (d) => n.sendDatagram(conn, sid, d),
+        close: (code, reason) => n.closeSession(conn, sid, code, reason),
+        stream: (id) => streamPort(n, conn, id, (code) => n.stopSending(conn, id, code)),
+        stats: () => this.stats(conn) as unknown as Promise<Record<string, number> | null>,
+      },
+      limits,
+      true,
+      sid,
+      () => {
+        this.#sessions.get(conn)?.delete(sid)
+        state.finished = true
+        this.#maybeDrop(state)
+      },
+    )
+    state.session = session
+    let m = this.#sessions.get(conn)
+    if (!m) this.#sessions.set(conn, (m = new Map()))
+    m.set(sid, session)
+    n.sendHeaders(conn, sid, head, false)
+    session.onReady()
+    if (this.#closing) session.onDrain()
+    return session
+  }
+
+  #sessionOf(conn: number, stream: number): WebTransportSession | undefined {
+    const m = this.#sessions.get(conn)
+    if (!m) return undefined
+    for (const s of m.values()) if (s.owns(stream)) return s
+    return undefined
+  }
+
   #onBatch(): void {
         dispatchAll(this.#native.takeEvents(), (e) => this.#dispatch(e))
   }
@@ -449,6 +632,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
           serverName: e.serverName ?? null,
         })
         this.#streams.set(e.conn, new Map())
+        this.#maxDatagram.set(e.conn, e.maxDatagramSize ?? 0)
         break
       case Ev.Headers: {
         const conn = this.#conns.get(e.conn)
@@ -457,13 +641,15 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         const fields = e.headers ?? []
         let method = 'GET'
         for (let i = 0; i < fields.length; i += 2) if (fields[i] === ':method') method = fields[i + 1]
-        const hasBody = !e.fin && method !== 'GET' && method !== 'HEAD'
+        const hasBody = !e.fin && method !== 'GET' && method !== 'HEAD' && method !== 'CONNECT'
         const state: StreamState = {
           req: null as unknown as IncomingRequest,
           body: null,
           out: null,
           abort: new AbortController(),
           finished: false,
+          datagrams: null,
+          session: null,
         }
                 if (hasBody) state.body = new IncomingBody(this.port(e.conn, e.stream), this.#readWindow, () => this.#maybeDrop(state))
         state.req = new IncomingRequest(this, conn, e.stream, fields, e.early, state)
@@ -471,7 +657,27 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         this.#deliver(state.req)
         break
       }
+      case Ev.StreamOpen:
+        this.#sessions.get(e.conn)?.get(e.code)?.onStreamOpen(e.stream)
+        break
+      case Ev.Datagram: {
+        const session = this.#sessions.get(e.conn)?.get(e.stream)
+        if (session) session.onDatagram(e.data!)
+        else this.#state(e)?.datagrams?.push(e.data!)
+        break
+      }
+      case Ev.SessionClosed:
+        this.#sessions.get(e.conn)?.get(e.stream)?.onClosed(e.fin, e.code, e.text ?? '')
+        break
+      case Ev.SessionDrain:
+        this.#sessions.get(e.conn)?.get(e.stream)?.onDrain()
+        break
       case Ev.Data: {
+        const wt = this.#sessionOf(e.conn, e.stream)
+        if (wt) {
+          wt.onData(e.stream, e.data, e.fin)
+          break
+        }
         const s = this.#state(e)
         if (!s?.body) break
         if (e.data && e.data.byteLength > 0) s.body.push(e.data)
@@ -484,6 +690,11 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         break
       }
       case Ev.Reset: {
+        const wt = this.#sessionOf(e.conn, e.stream)
+        if (wt) {
+          wt.onReset(e.stream, e.code)
+          break
+        }
         const s = this.#state(e)
         if (!s) break
         const err = new H3Error('ERR_H3_STREAM_RESET', `stream reset with code 0x${e.code.toString(16)}`, { wireCode: e.code })
@@ -492,6 +703,11 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         break
       }
       case Ev.StopSending: {
+        const wt = this.#sessionOf(e.conn, e.stream)
+        if (wt) {
+          wt.onStopSending(e.stream, e.code)
+          break
+        }
         const s = this.#state(e)
         if (!s) break
         const err = new H3Error('ERR_H3_STOP_SENDING', `client stopped reading (code 0x${e.code.toString(16)})`, { wireCode: e.code })
@@ -499,9 +715,12 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         this.#maybeDrop(s)
         break
       }
-      case Ev.Sent:
-        this.#state(e)?.out?.sent(e.code)
+      case Ev.Sent: {
+        const s = this.#state(e)
+        if (s) s.out?.sent(e.code)
+        else this.#sessionOf(e.conn, e.stream)?.onSent(e.stream, e.code)
         break
+      }
       case Ev.Finished: {
         const s = this.#state(e)
         if (s) {
@@ -522,6 +741,9 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
           const err = new H3Error('ERR_H3_CONNECTION_CLOSED', `connection closed${e.text ? `: ${e.text}` : ''}`, { wireCode: e.code })
           for (const s of streams.values()) this.#abort(s, err)
         }
+        for (const session of this.#sessions.get(e.conn)?.values() ?? []) session.onFailed(err0(e))
+        this.#sessions.delete(e.conn)
+        this.#maxDatagram.delete(e.conn)
         this.#streams.delete(e.conn)
         this.#conns.delete(e.conn)
         break
@@ -534,6 +756,8 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
 
   #abort(s: StreamState, err: H3Error): void {
     s.body?.fail(err)
+    s.datagrams?.end(err)
+    s.session?.onFailed(err)
     // After the response was complete, nothing is aborted: that is a normal end.
     if (s.finished) return
     s.finished = true
@@ -579,6 +803,8 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     if (!this.#closing) {
       this.#closing = this.#closedPromise
       this.#native.close(graceMs)
+      // GOAWAY went out with a DRAIN capsule for every session.
+      for (const m of this.#sessions.values()) for (const session of m.values()) session.onDrain()
       for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true })
     }
     return this.#closing
@@ -622,6 +848,12 @@ export async function listen(options: ListenOptions = {}): Promise<Server> {
 export interface ServeOptions extends ListenOptions {
   /** Answers one request. Throwing or rejecting gives a 500. */
   fetch: (request: Request, info: IncomingRequest) => Response | PromiseLike<Response>
+  /**
+   * Takes WebTransport session requests (with `webTransport: true`): call
+   * `req.acceptWebTransport()` or refuse with `req.respond()`. Without it
+   * they get 404.
+   */
+  onWebTransport?: (req: IncomingRequest) => void
 }
 
 /**
@@ -638,7 +870,22 @@ export async function serve(options: ServeOptions): Promise<Server> {
   if (typeof options?.fetch !== 'function') throw new H3Error('ERR_H3_INVALID_OPTION', 'option fetch must be a function')
   const server = new Server(options)
   const handler = options.fetch
+  const onWebTransport = options.onWebTransport
+  if (onWebTransport !== undefined && typeof onWebTransport !== 'function') {
+    throw new H3Error('ERR_H3_INVALID_OPTION', 'option onWebTransport must be a function')
+  }
   server.setHandler((req) => {
+    if (req.isWebTransport) {
+      if (!onWebTransport) return void req.respond(new Response(null, { status: 404 }))
+      try {
+        onWebTransport(req)
+      } catch (err) {
+        server.reportError(err, req)
+        if (!req.responded) void req.respond(new Response(null, { status: 500 }))
+      }
+      return
+    }
+    if (req.method === 'CONNECT') return void req.respond(new Response(null, { status: 405 }))
     let res: Response | PromiseLike<Response>
     try {
       res = handler(req.request, req)
@@ -651,3 +898,12 @@ export async function serve(options: ServeOptions): Promise<Server> {
 }
 
 export { H3Codes }
+
+/** Bytes of a QUIC varint holding `v`. */
+function varintLength(v: number): number {
+  return v < 64 ? 1 : v < 16384 ? 2 : v < 2 ** 30 ? 4 : 8
+}
+
+function err0(e: NativeEvent): H3Error {
+  return new H3Error('ERR_H3_CONNECTION_CLOSED', `connection closed${e.text ? `: ${e.text}` : ''}`, { wireCode: e.code })
+}

@@ -3,7 +3,7 @@
 //!
 //! Nothing here knows about napi; `lib.rs` converts these to JS values.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What happened. The numeric values are mirrored in `src/native.ts`.
@@ -33,6 +33,18 @@ pub enum EventKind {
     ServerClosed = 10,
     /// The whole response was handed to QUIC with its FIN.
     Finished = 11,
+    /// A datagram (`data`) on flow `stream` (HTTP/3: a request stream or a
+    /// WebTransport session; raw QUIC: `stream` is 0).
+    Datagram = 12,
+    /// The peer ended WebTransport session `stream`: `fin` = cleanly (with
+    /// CLOSE_WEBTRANSPORT_SESSION or FIN), `code` and `text` its close code
+    /// and reason.
+    SessionClosed = 13,
+    /// The peer opened stream `stream` (raw QUIC, or WebTransport with the
+    /// session id in `code`).
+    StreamOpen = 14,
+    /// The peer asked WebTransport session `stream` to drain.
+    SessionDrain = 15,
 }
 
 /// Connection facts given to JS with [`EventKind::ConnOpen`].
@@ -52,6 +64,9 @@ pub struct ConnInfo {
     pub resumed: bool,
     /// Server name the client asked for (SNI).
     pub server_name: Option<String>,
+    /// Largest datagram payload the peer accepts now, in bytes (0: the
+    /// peer does not accept datagrams).
+    pub max_datagram_size: u32,
 }
 
 /// One event for JS.
@@ -118,6 +133,16 @@ pub enum Command {
     Close { code: u64, reason: String },
     /// Report transport statistics through the callback.
     Stats(Box<dyn FnOnce(ConnStats) + Send>),
+    /// Open stream `stream` (raw QUIC, or WebTransport in `session`).
+    OpenStream { stream: u64, session: Option<u64> },
+    /// Send a datagram on flow `stream` (ignored for raw QUIC).
+    Datagram { stream: u64, data: Vec<u8> },
+    /// Close WebTransport session `stream` with a code and reason.
+    CloseSession {
+        stream: u64,
+        code: u32,
+        reason: String,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -133,6 +158,9 @@ impl std::fmt::Debug for Command {
             Self::GoAway => f.write_str("GoAway"),
             Self::Close { code, .. } => write!(f, "Close({code})"),
             Self::Stats(_) => f.write_str("Stats"),
+            Self::OpenStream { stream, session } => write!(f, "OpenStream({stream}, {session:?})"),
+            Self::Datagram { stream, data } => write!(f, "Datagram({stream}, {})", data.len()),
+            Self::CloseSession { stream, code, .. } => write!(f, "CloseSession({stream}, {code})"),
         }
     }
 }
@@ -154,6 +182,62 @@ pub struct ConnStats {
     pub sent_bytes: u64,
     /// Bytes received (UDP payload).
     pub recv_bytes: u64,
+    /// Datagram counters.
+    pub dgram: DgramStats,
+}
+
+/// Datagram counters of one connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DgramStats {
+    /// Datagrams received from the peer.
+    pub received: u64,
+    /// Datagrams queued for sending.
+    pub sent: u64,
+    /// Received or sent for a flow that is unknown or closed: dropped.
+    pub dropped_unknown_flow: u64,
+    /// Dropped because the send queue was full (the oldest queued one goes).
+    pub dropped_send_queue_full: u64,
+    /// Dropped because they exceed what the peer accepts.
+    pub dropped_too_large: u64,
+}
+
+/// JS's handle on one connection: its command channel and the next stream
+/// ids JS may open (allocated here so the ids are known synchronously).
+pub struct ConnHandle {
+    tx: tokio::sync::mpsc::UnboundedSender<Command>,
+    next_bidi: AtomicU64,
+    next_uni: AtomicU64,
+}
+
+impl ConnHandle {
+    /// A handle sending on `tx`; `(bidi, uni)` are the first free ids.
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<Command>, first: (u64, u64)) -> Self {
+        Self {
+            tx,
+            next_bidi: AtomicU64::new(first.0),
+            next_uni: AtomicU64::new(first.1),
+        }
+    }
+
+    /// Allocates the next locally initiated stream id of one kind.
+    pub fn next_stream_id(&self, bidi: bool) -> u64 {
+        let counter = if bidi {
+            &self.next_bidi
+        } else {
+            &self.next_uni
+        };
+        counter.fetch_add(4, Ordering::Relaxed)
+    }
+
+    /// Sends a command; false once the connection is gone.
+    pub fn command(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+
+    /// Whether the connection's driver is gone.
+    pub fn is_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 /// Called once per batch: wakes the JS thread, which then takes the batch.

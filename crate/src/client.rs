@@ -3,7 +3,6 @@
 //! server, in the client role.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -11,36 +10,11 @@ use tokio_quiche::settings::{CertificateKind, Hooks, TlsCertificatePaths};
 use tokio_quiche::socket::Socket;
 use tokio_quiche::ConnectionParams;
 
-use crate::bridge::{Command, EventSink};
+use crate::bridge::{ConnHandle, EventSink};
 use crate::driver::Driver;
-use crate::h3::session::{Limits, Role};
+use crate::h3::session::{first_local_ids, Limits, Role};
 use crate::server::Transport;
 use crate::tls::{ClientHook, ClientTrust};
-
-/// An open client connection.
-pub struct ClientConn {
-    tx: mpsc::UnboundedSender<Command>,
-    next_stream: AtomicU64,
-    /// The peer's address.
-    pub peer: SocketAddr,
-}
-
-impl ClientConn {
-    /// Allocates the next request stream id (0, 4, 8, ...).
-    pub fn next_stream_id(&self) -> u64 {
-        self.next_stream.fetch_add(4, Ordering::Relaxed)
-    }
-
-    /// Whether the connection's driver is gone.
-    pub fn is_gone(&self) -> bool {
-        self.tx.is_closed()
-    }
-
-    /// Sends a command; false once the connection is gone.
-    pub fn command(&self, cmd: Command) -> bool {
-        self.tx.send(cmd).is_ok()
-    }
-}
 
 /// Connects to `peer` and completes the handshake.
 #[allow(
@@ -56,7 +30,7 @@ pub async fn connect(
     limits: Limits,
     sink: Arc<EventSink>,
     on_gone: Box<dyn FnOnce() + Send>,
-) -> Result<ClientConn, String> {
+) -> Result<ConnHandle, String> {
     let bind: SocketAddr = if peer.is_ipv6() {
         "[::]:0".parse().unwrap()
     } else {
@@ -72,7 +46,7 @@ pub async fn connect(
         std::sync::Arc<tokio::net::UdpSocket>,
     >::from_udp(sock)
     .map_err(|e| e.to_string())?;
-    let mut settings = transport.quic_settings_client();
+    let mut settings = transport.quic_settings();
     let handshake_timeout_ms = transport.handshake_timeout_ms;
     // Verification is set up by the hook; quiche must not override it.
     settings.verify_peer = false;
@@ -86,6 +60,7 @@ pub async fn connect(
     };
     let params = ConnectionParams::new_client(settings, Some(paths), hooks);
     let (tx, rx) = mpsc::unbounded_channel();
+    let first = first_local_ids(Role::Client, limits.raw);
     let driver = Driver::new(Role::Client, id, limits, rx, sink, (local, peer), on_gone);
     let connecting =
         tokio_quiche::quic::connect_with_config(socket, server_name.as_deref(), &params, driver);
@@ -98,9 +73,5 @@ pub async fn connect(
             .map_err(|_| format!("no handshake within {ms} ms"))?
             .map_err(|e| e.to_string())?,
     };
-    Ok(ClientConn {
-        tx,
-        next_stream: AtomicU64::new(0),
-        peer,
-    })
+    Ok(ConnHandle::new(tx, first))
 }

@@ -80,7 +80,18 @@ impl Driver {
             Command::Close { code, reason } => {
                 let _ = q.close(true, code, reason.as_bytes());
             }
-            Command::Stats(cb) => cb(stats_of(q)),
+            Command::Stats(cb) => {
+                let mut st = stats_of(q);
+                st.dgram = s.dgram;
+                cb(st)
+            }
+            Command::OpenStream { stream, session } => s.open_stream(q, stream, session),
+            Command::Datagram { stream, data } => s.send_datagram(q, stream, data),
+            Command::CloseSession {
+                stream,
+                code,
+                reason,
+            } => s.close_session(q, stream, code, &reason),
         }
     }
 
@@ -126,6 +137,7 @@ impl ApplicationOverQuic for Driver {
             alpn: String::from_utf8_lossy(q.application_proto()).into_owned(),
             resumed: q.is_resumed(),
             server_name: q.server_name().map(str::to_owned),
+            max_datagram_size: q.dgram_max_writable_len().unwrap_or(0) as u32,
         });
         self.sink.push(ev);
         Ok(())

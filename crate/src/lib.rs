@@ -61,6 +61,15 @@ pub struct NativeTransport {
     pub max_header_count: f64,
     pub stream_read_window: f64,
     pub threads: f64,
+    pub datagrams: bool,
+    pub datagram_queue_length: f64,
+    pub webtransport: bool,
+    pub max_web_transport_sessions: f64,
+    pub max_buffered_streams: f64,
+    /// ALPN protocols; empty = HTTP/3 ("h3").
+    pub alpn: Vec<String>,
+    /// Raw QUIC (no HTTP/3).
+    pub raw: bool,
 }
 
 impl NativeTransport {
@@ -78,12 +87,25 @@ impl NativeTransport {
                 congestion_control: self.congestion_control.clone(),
                 early_data: self.early_data,
                 qlog_dir: self.qlog_dir.clone(),
+                datagrams: self.datagrams,
+                datagram_queue_length: self.datagram_queue_length as usize,
+                alpn: if self.alpn.is_empty() {
+                    vec![b"h3".to_vec()]
+                } else {
+                    self.alpn.iter().map(|a| a.as_bytes().to_vec()).collect()
+                },
             },
             Limits {
                 max_field_section_size: self.max_header_size as u64,
                 max_header_count: self.max_header_count as usize,
                 stream_read_window: self.stream_read_window as u64,
                 enable_connect_protocol: true,
+                datagrams: self.datagrams,
+                // Browsers open sessions only alongside HTTP/3 datagrams.
+                webtransport: self.webtransport && self.datagrams && !self.raw,
+                max_wt_sessions: self.max_web_transport_sessions as u64,
+                max_buffered_streams: self.max_buffered_streams as usize,
+                raw: self.raw,
             },
         )
     }
@@ -120,6 +142,7 @@ pub struct NativeEvent {
     pub alpn: Option<String>,
     pub resumed: Option<bool>,
     pub server_name: Option<String>,
+    pub max_datagram_size: Option<u32>,
 }
 
 fn to_js(events: Vec<bridge::Event>) -> Vec<NativeEvent> {
@@ -143,6 +166,7 @@ fn to_js(events: Vec<bridge::Event>) -> Vec<NativeEvent> {
                 local_port: info.as_ref().map(|i| i.local_port.into()),
                 alpn: info.as_ref().map(|i| i.alpn.clone()),
                 resumed: info.as_ref().map(|i| i.resumed),
+                max_datagram_size: info.as_ref().map(|i| i.max_datagram_size),
                 server_name: info.and_then(|i| i.server_name),
             }
         })
@@ -159,6 +183,11 @@ pub struct NativeStats {
     pub lost_packets: f64,
     pub sent_bytes: f64,
     pub recv_bytes: f64,
+    pub datagrams_received: f64,
+    pub datagrams_sent: f64,
+    pub datagrams_dropped_unknown_flow: f64,
+    pub datagrams_dropped_send_queue_full: f64,
+    pub datagrams_dropped_too_large: f64,
 }
 
 impl From<ConnStats> for NativeStats {
@@ -171,6 +200,11 @@ impl From<ConnStats> for NativeStats {
             lost_packets: s.lost_packets as f64,
             sent_bytes: s.sent_bytes as f64,
             recv_bytes: s.recv_bytes as f64,
+            datagrams_received: s.dgram.received as f64,
+            datagrams_sent: s.dgram.sent as f64,
+            datagrams_dropped_unknown_flow: s.dgram.dropped_unknown_flow as f64,
+            datagrams_dropped_send_queue_full: s.dgram.dropped_send_queue_full as f64,
+            datagrams_dropped_too_large: s.dgram.dropped_too_large as f64,
         }
     }
 }
@@ -211,6 +245,17 @@ impl Drop for StatsReply {
         if let Some(d) = self.0.take() {
             d.resolve(Box::new(|_| Ok(None)));
         }
+    }
+}
+
+/// Opens a stream on `c` (`session` < 0: none); its id, or -1 if gone.
+fn open_stream(c: Option<Arc<bridge::ConnHandle>>, bidi: bool, session: i64) -> i64 {
+    let Some(c) = c else { return -1 };
+    let stream = c.next_stream_id(bidi);
+    let session = u64::try_from(session).ok();
+    match c.command(Command::OpenStream { stream, session }) {
+        true => stream as i64,
+        false => -1,
     }
 }
 
@@ -343,6 +388,38 @@ impl NativeServer {
         )
     }
 
+    /// Opens a stream: raw QUIC, or WebTransport in session `session`
+    /// (-1: none). Returns its id, or -1 if the connection is gone.
+    #[napi]
+    pub fn open_stream(&self, conn: u32, bidi: bool, session: i64) -> i64 {
+        open_stream(self.inner.conn(conn), bidi, session)
+    }
+
+    /// Sends a datagram on flow `stream` (raw QUIC: ignored).
+    #[napi]
+    pub fn send_datagram(&self, conn: u32, stream: i64, data: &[u8]) -> bool {
+        self.inner.command(
+            conn,
+            Command::Datagram {
+                stream: stream as u64,
+                data: data.to_vec(),
+            },
+        )
+    }
+
+    /// Closes WebTransport session `stream` with a code and reason.
+    #[napi]
+    pub fn close_session(&self, conn: u32, stream: i64, code: u32, reason: String) -> bool {
+        self.inner.command(
+            conn,
+            Command::CloseSession {
+                stream: stream as u64,
+                code,
+                reason,
+            },
+        )
+    }
+
     /// Closes one connection with an application error code.
     #[napi]
     pub fn close_connection(&self, conn: u32, code: f64, reason: String) -> bool {
@@ -431,7 +508,7 @@ pub struct NativeClientOptions {
 #[napi]
 pub struct NativeClient {
     sink: Arc<EventSink>,
-    conns: Arc<Mutex<HashMap<u32, Arc<client::ClientConn>>>>,
+    conns: Arc<Mutex<HashMap<u32, Arc<bridge::ConnHandle>>>>,
     next_id: AtomicU32,
     trust: tls::ClientTrust,
     transport: Transport,
@@ -538,7 +615,7 @@ impl NativeClient {
         Ok(promise)
     }
 
-    fn conn(&self, id: u32) -> Option<Arc<client::ClientConn>> {
+    fn conn(&self, id: u32) -> Option<Arc<bridge::ConnHandle>> {
         self.conns.lock().unwrap().get(&id).cloned()
     }
 
@@ -548,7 +625,7 @@ impl NativeClient {
     pub fn request(&self, conn: u32, headers: Vec<String>, fin: bool) -> i64 {
         match self.conn(conn) {
             Some(c) => {
-                let stream = c.next_stream_id();
+                let stream = c.next_stream_id(true);
                 if c.command(Command::Headers {
                     stream,
                     headers,
@@ -619,6 +696,38 @@ impl NativeClient {
             Command::Reset {
                 stream: stream as u64,
                 code: code as u64,
+            },
+        )
+    }
+
+    /// Opens a stream: raw QUIC, or WebTransport in session `session`
+    /// (-1: none). Returns its id, or -1 if the connection is gone.
+    #[napi]
+    pub fn open_stream(&self, conn: u32, bidi: bool, session: i64) -> i64 {
+        open_stream(self.conn(conn), bidi, session)
+    }
+
+    /// Sends a datagram on flow `stream` (raw QUIC: ignored).
+    #[napi]
+    pub fn send_datagram(&self, conn: u32, stream: i64, data: &[u8]) -> bool {
+        self.send(
+            conn,
+            Command::Datagram {
+                stream: stream as u64,
+                data: data.to_vec(),
+            },
+        )
+    }
+
+    /// Closes WebTransport session `stream` with a code and reason.
+    #[napi]
+    pub fn close_session(&self, conn: u32, stream: i64, code: u32, reason: String) -> bool {
+        self.send(
+            conn,
+            Command::CloseSession {
+                stream: stream as u64,
+                code,
+                reason,
             },
         )
     }

@@ -16,10 +16,10 @@ use tokio_quiche::socket::QuicListener;
 use tokio_quiche::ConnectionParams;
 use tokio_stream::StreamExt;
 
-use crate::bridge::{Command, Event, EventKind, EventSink};
+use crate::bridge::{Command, ConnHandle, Event, EventKind, EventSink};
 use crate::driver::Driver;
 use crate::h3::error::H3Code;
-use crate::h3::session::{Limits, Role};
+use crate::h3::session::{first_local_ids, Limits, Role};
 use crate::tls::{Identity, ServerHook};
 
 /// Transport settings shared by the server and the client (validated and
@@ -48,17 +48,22 @@ pub struct Transport {
     pub early_data: bool,
     /// Directory for one qlog file per connection.
     pub qlog_dir: Option<String>,
+    /// QUIC DATAGRAM frames (RFC 9221) accepted and sent.
+    pub datagrams: bool,
+    /// Datagrams held in each direction before the oldest is dropped.
+    pub datagram_queue_length: usize,
+    /// ALPN protocols offered, in preference order.
+    pub alpn: Vec<Vec<u8>>,
 }
 
 impl Transport {
-    /// Settings for a client connection (ALPN h3).
-    pub fn quic_settings_client(&self) -> QuicSettings {
-        self.quic_settings(vec![b"h3".to_vec()])
-    }
-
-    fn quic_settings(&self, alpn: Vec<Vec<u8>>) -> QuicSettings {
+    /// The QUIC settings these options stand for.
+    pub fn quic_settings(&self) -> QuicSettings {
         let mut s = QuicSettings::default();
-        s.alpn = alpn;
+        s.alpn = self.alpn.clone();
+        s.enable_dgram = self.datagrams;
+        s.dgram_recv_max_queue_len = self.datagram_queue_length;
+        s.dgram_send_max_queue_len = self.datagram_queue_length;
         s.max_idle_timeout =
             (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms));
         s.handshake_timeout = (self.handshake_timeout_ms > 0)
@@ -103,7 +108,7 @@ pub struct StartError {
     pub message: String,
 }
 
-type ConnTable = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<Command>>>>;
+type ConnTable = Arc<Mutex<HashMap<u32, Arc<ConnHandle>>>>;
 
 /// A running server.
 pub struct Server {
@@ -190,7 +195,7 @@ impl Server {
         })?;
         listener.apply_max_capabilities();
 
-        let mut settings = cfg.transport.quic_settings(vec![b"h3".to_vec()]);
+        let mut settings = cfg.transport.quic_settings();
         settings.disable_client_ip_validation = !cfg.retry;
         let hooks = Hooks {
             connection_hook: Some(Arc::new(ServerHook {
@@ -231,7 +236,8 @@ impl Server {
                             Some(Ok(initial)) => {
                                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                                 let (tx, rx) = mpsc::unbounded_channel();
-                                conns.lock().unwrap().insert(id, tx);
+                                let first = first_local_ids(Role::Server, limits.raw);
+                                conns.lock().unwrap().insert(id, Arc::new(ConnHandle::new(tx, first)));
                                 let on_gone = {
                                     let (conns, gone) = (conns.clone(), gone.clone());
                                     Box::new(move || {
@@ -281,12 +287,14 @@ impl Server {
         &self.sink
     }
 
+    /// Connection `conn`'s handle, while it is open.
+    pub fn conn(&self, conn: u32) -> Option<Arc<ConnHandle>> {
+        self.conns.lock().unwrap().get(&conn).cloned()
+    }
+
     /// Routes a command to connection `conn`; false if it is gone.
     pub fn command(&self, conn: u32, cmd: Command) -> bool {
-        match self.conns.lock().unwrap().get(&conn) {
-            Some(tx) => tx.send(cmd).is_ok(),
-            None => false,
-        }
+        self.conn(conn).is_some_and(|c| c.command(cmd))
     }
 
     /// Number of open connections.
@@ -299,15 +307,15 @@ impl Server {
     pub fn close(&self, grace: Duration) {
         let _ = self.stop_accepting.send(true);
         let senders: Vec<_> = self.conns.lock().unwrap().values().cloned().collect();
-        for tx in &senders {
-            let _ = tx.send(Command::GoAway);
+        for c in &senders {
+            c.command(Command::GoAway);
         }
         let conns = self.conns.clone();
         self.handle.spawn(async move {
             tokio::time::sleep(grace).await;
             let senders: Vec<_> = conns.lock().unwrap().values().cloned().collect();
-            for tx in senders {
-                let _ = tx.send(Command::Close {
+            for c in senders {
+                c.command(Command::Close {
                     code: H3Code::NoError.code(),
                     reason: "server closed".into(),
                 });

@@ -1,4 +1,5 @@
-//! HTTP/3 and QPACK application error codes (RFC 9114 §8.1, RFC 9204 §6).
+//! HTTP/3, QPACK and HTTP datagram error codes (RFC 9114 §8.1, RFC 9204 §6,
+//! RFC 9297 §2.1).
 
 /// An HTTP/3 application error code as sent in RESET_STREAM, STOP_SENDING
 /// and CONNECTION_CLOSE frames.
@@ -24,6 +25,8 @@ pub enum H3Code {
     ConnectError = 0x10f,
     VersionFallback = 0x110,
     QpackDecompressionFailed = 0x200,
+    /// H3_DATAGRAM_ERROR (RFC 9297 §2.1).
+    DatagramError = 0x33,
 }
 
 impl H3Code {

@@ -21,7 +21,8 @@ use quiche::Shutdown;
 use super::error::{ConnError, ConnResult, H3Code};
 use super::frame::{self, setting, stream_type};
 use super::headers::{self, to_js_string};
-use crate::bridge::{Event, EventKind};
+use super::wt::{self, Capsule, CapsuleReader};
+use crate::bridge::{DgramStats, Event, EventKind};
 
 /// The quiche connection type tokio-quiche hands to applications.
 pub type QConn = tokio_quiche::quic::QuicheConnection;
@@ -48,6 +49,19 @@ pub struct Limits {
     pub stream_read_window: u64,
     /// Whether SETTINGS_ENABLE_CONNECT_PROTOCOL is sent (server).
     pub enable_connect_protocol: bool,
+    /// HTTP/3 datagrams (RFC 9297): advertise H3_DATAGRAM and route
+    /// received datagrams to their request stream.
+    pub datagrams: bool,
+    /// WebTransport: advertise it, accept sessions, carry its streams.
+    pub webtransport: bool,
+    /// WebTransport sessions open at once on one connection.
+    pub max_wt_sessions: u64,
+    /// WebTransport streams held (unread) while their session is not yet
+    /// accepted, per connection. Beyond it: WT_BUFFERED_STREAM_REJECTED.
+    pub max_buffered_streams: usize,
+    /// Raw QUIC: no HTTP/3 at all; every stream carries bytes as they come
+    /// and datagrams carry no flow id.
+    pub raw: bool,
 }
 
 impl Default for Limits {
@@ -57,6 +71,11 @@ impl Default for Limits {
             max_header_count: 128,
             stream_read_window: 256 * 1024,
             enable_connect_protocol: true,
+            datagrams: true,
+            webtransport: true,
+            max_wt_sessions: 16,
+            max_buffered_streams: 16,
+            raw: false,
         }
     }
 }
@@ -77,6 +96,8 @@ enum Recv {
     Payload { ty: u64, left: u64 },
     /// Inside a frame whose payload is read and thrown away.
     Discard { left: u64 },
+    /// Raw bytes with no framing (WebTransport and raw QUIC streams).
+    Raw,
     /// Nothing more will be read.
     Done,
 }
@@ -114,6 +135,15 @@ struct ReqStream {
     opened: bool,
     /// Client only: the request method is HEAD.
     head_request: bool,
+    /// Bytes go out as they are, not in DATA frames.
+    raw: bool,
+    /// The WebTransport session this stream belongs to.
+    wt_session: Option<u64>,
+    /// Held unread until its WebTransport session is accepted.
+    parked: bool,
+    /// The body is a capsule sequence read here, not by JS (an accepted
+    /// WebTransport CONNECT stream).
+    capsules: Option<Box<CapsuleReader>>,
 }
 
 impl ReqStream {
@@ -139,7 +169,28 @@ impl ReqStream {
             sent_report: 0,
             opened: true,
             head_request: false,
+            raw: false,
+            wt_session: None,
+            parked: false,
+            capsules: None,
         }
+    }
+
+    /// A stream carrying raw bytes both ways (or one way: `recv` Done).
+    fn raw(recv: Recv, session: Option<u64>) -> Self {
+        Self {
+            recv,
+            raw: true,
+            wt_session: session,
+            headers_seen: true,
+            ..Self::new()
+        }
+    }
+
+    /// Whether HTTP datagrams (RFC 9297) may flow on this stream: a request
+    /// JS knows about that is not (or no longer) a WebTransport session.
+    fn is_flow(&self) -> bool {
+        !self.raw && self.headers_seen && !self.hidden && self.capsules.is_none()
     }
 
     fn unparsed(&self) -> &[u8] {
@@ -191,6 +242,28 @@ fn recv(q: &mut QConn, id: u64, buf: &mut [u8]) -> Read {
     }
 }
 
+/// One WebTransport session: its CONNECT stream id is the key.
+#[derive(Default)]
+struct WtSession {
+    /// A 2xx was sent (server) or received (client).
+    accepted: bool,
+    /// Streams of the session known to JS.
+    streams: BTreeSet<u64>,
+    /// Streams that arrived before the session was accepted.
+    parked: Vec<u64>,
+}
+
+/// The first stream ids JS may open, `(bidi, uni)`: the HTTP/3 session
+/// opens three unidirectional streams of its own (control, QPACK encoder and
+/// decoder) first.
+pub fn first_local_ids(role: Role, raw: bool) -> (u64, u64) {
+    let (bidi, uni) = match role {
+        Role::Server => (1, 3),
+        Role::Client => (0, 2),
+    };
+    (bidi, if raw { uni } else { uni + 12 })
+}
+
 /// The HTTP/3 state of one connection.
 pub struct Session {
     role: Role,
@@ -222,6 +295,16 @@ pub struct Session {
     pub events: Vec<Event>,
     scratch: Vec<u8>,
     early: bool,
+    wt: HashMap<u64, WtSession>,
+    /// Streams naming a session not seen yet: `(session, stream)`.
+    orphans: Vec<(u64, u64)>,
+    /// Streams parked in `wt` sessions and `orphans`.
+    buffered: usize,
+    /// Recently ended sessions (bounded), so late streams for them are
+    /// refused at once rather than parked.
+    ended: VecDeque<u64>,
+    /// Datagram counters.
+    pub dgram: DgramStats,
 }
 
 impl Session {
@@ -250,6 +333,11 @@ impl Session {
             events: Vec::new(),
             scratch: vec![0; MAX_CHUNK],
             early: false,
+            wt: HashMap::new(),
+            orphans: Vec::new(),
+            buffered: 0,
+            ended: VecDeque::new(),
+            dgram: DgramStats::default(),
         }
     }
 
@@ -278,6 +366,9 @@ impl Session {
 
     /// Opens the control stream and the QPACK streams and sends SETTINGS.
     pub fn start(&mut self, q: &mut QConn) -> ConnResult<()> {
+        if self.limits.raw {
+            return Ok(());
+        }
         let control = self.open_uni();
         let mut settings = vec![
             (setting::QPACK_MAX_TABLE_CAPACITY, 0),
@@ -289,6 +380,20 @@ impl Session {
         ];
         if self.role == Role::Server && self.limits.enable_connect_protocol {
             settings.push((setting::ENABLE_CONNECT_PROTOCOL, 1));
+        }
+        if self.limits.datagrams {
+            settings.push((setting::H3_DATAGRAM, 1));
+            settings.push((wt::setting::H3_DATAGRAM_DRAFT, 1));
+        }
+        if self.limits.webtransport {
+            // Every draft's switch at once: each browser looks for its own.
+            settings.push((wt::setting::ENABLE_WEBTRANSPORT, 1));
+            if self.role == Role::Server {
+                let n = self.limits.max_wt_sessions;
+                settings.push((wt::setting::MAX_SESSIONS_07, n));
+                settings.push((wt::setting::MAX_SESSIONS_13, n));
+                settings.push((wt::setting::WT_ENABLED, 1));
+            }
         }
         // A reserved identifier (RFC 9114 §7.2.4.1) keeps peers honest about
         // ignoring unknown settings.
@@ -370,36 +475,245 @@ impl Session {
     /// the request stream.
     pub fn send_headers(&mut self, q: &mut QConn, stream: u64, fields: &[String], fin: bool) {
         let bytes = self.encode_headers(fields);
+        let field = |name: &str| {
+            fields
+                .chunks_exact(2)
+                .find(|p| p[0] == name)
+                .map(|p| p[1].as_str())
+        };
         if self.role == Role::Client && !self.streams.contains_key(&stream) {
             let mut s = ReqStream::new();
             s.opened = false;
-            s.head_request = fields
-                .chunks_exact(2)
-                .any(|p| p[0] == ":method" && p[1] == "HEAD");
+            s.head_request = field(":method") == Some("HEAD");
             self.streams.insert(stream, s);
             self.pending_opens.push_back(stream);
+            if self.limits.webtransport && field(":protocol").is_some_and(is_wt_protocol) {
+                self.wt.insert(stream, WtSession::default());
+            }
+        }
+        if self.role == Role::Server && self.wt.get(&stream).is_some_and(|w| !w.accepted) {
+            let ok = field(":status").is_some_and(|v| v.starts_with('2') && v.len() == 3);
+            if ok {
+                self.accept_session(stream);
+            } else {
+                self.end_session(q, stream, None);
+            }
         }
         self.queue(stream, bytes, 0, fin);
         self.open_pending(q);
     }
 
+    /// A WebTransport session was accepted: its parked streams go to JS.
+    fn accept_session(&mut self, sid: u64) {
+        let Some(w) = self.wt.get_mut(&sid) else {
+            return;
+        };
+        w.accepted = true;
+        let parked = std::mem::take(&mut w.parked);
+        self.buffered -= parked.len();
+        for id in parked {
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.parked = false;
+                self.to_read.insert(id);
+                self.wt.get_mut(&sid).unwrap().streams.insert(id);
+                self.event(EventKind::StreamOpen, id).code = sid;
+            }
+        }
+    }
+
+    /// Ends WebTransport session `sid`: its streams are reset with
+    /// WT_SESSION_GONE and forgotten. `report` = `(clean, code, reason)`
+    /// tells JS how the peer ended it (`None`: JS ended it, or it never
+    /// opened).
+    fn end_session(&mut self, q: &mut QConn, sid: u64, report: Option<(bool, u32, String)>) {
+        let Some(w) = self.wt.remove(&sid) else {
+            return;
+        };
+        if self.ended.len() == 64 {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(sid);
+        self.buffered -= w.parked.len();
+        for id in w.streams.iter().chain(&w.parked) {
+            if let Some(s) = self.streams.remove(id) {
+                if s.recv != Recv::Done {
+                    let _ = q.stream_shutdown(*id, Shutdown::Read, wt::code::SESSION_GONE);
+                }
+                if !(s.send_closed || s.fin_sent && s.out.is_empty()) {
+                    let _ = q.stream_shutdown(*id, Shutdown::Write, wt::code::SESSION_GONE);
+                }
+            }
+        }
+        if let Some((clean, code, reason)) = report {
+            let ev = self.event(EventKind::SessionClosed, sid);
+            ev.fin = clean;
+            ev.code = u64::from(code);
+            ev.text = Some(reason);
+        }
+    }
+
+    /// Opens a stream for JS: raw QUIC, or a WebTransport stream of session
+    /// `session` (its 0x41 / 0x54 preface goes first).
+    pub fn open_stream(&mut self, q: &mut QConn, id: u64, session: Option<u64>) {
+        let bidi = id & 0x2 == 0;
+        if let Some(sid) = session {
+            if !self.wt.get(&sid).is_some_and(|w| w.accepted) {
+                let ev = self.event(EventKind::Reset, id);
+                ev.code = wt::code::SESSION_GONE;
+                return;
+            }
+            self.wt.get_mut(&sid).unwrap().streams.insert(id);
+        }
+        let mut s = ReqStream::raw(if bidi { Recv::Raw } else { Recv::Done }, session);
+        s.opened = false;
+        self.streams.insert(id, s);
+        if let Some(sid) = session {
+            let mut preface = Vec::with_capacity(16);
+            let ty = if bidi {
+                frame::WEBTRANSPORT_STREAM
+            } else {
+                stream_type::WEBTRANSPORT
+            };
+            frame::put_varint(&mut preface, ty);
+            frame::put_varint(&mut preface, sid);
+            self.queue(id, preface, 0, false);
+        }
+        self.pending_opens.push_back(id);
+        self.open_pending(q);
+    }
+
+    /// Closes WebTransport session `sid` from JS: CLOSE_WEBTRANSPORT_SESSION
+    /// capsule and FIN on the CONNECT stream; its streams are reset.
+    pub fn close_session(&mut self, q: &mut QConn, sid: u64, code: u32, reason: &str) {
+        if self.wt.contains_key(&sid) {
+            self.end_session(q, sid, None);
+            self.write(sid, wt::close_capsule(code, reason), true);
+        }
+    }
+
+    /// Sends `data` as a datagram: on flow `stream` (HTTP/3), or bare (raw
+    /// QUIC). When quiche's send queue is full the oldest queued datagram
+    /// is dropped to make room.
+    pub fn send_datagram(&mut self, q: &mut QConn, stream: u64, data: Vec<u8>) {
+        let payload = if self.limits.raw {
+            data
+        } else {
+            let routable = match self.wt.get(&stream) {
+                Some(w) => w.accepted,
+                None => self.streams.get(&stream).is_some_and(ReqStream::is_flow),
+            };
+            if !routable {
+                self.dgram.dropped_unknown_flow += 1;
+                return;
+            }
+            let mut p = Vec::with_capacity(8 + data.len());
+            frame::put_varint(&mut p, stream / 4);
+            p.extend_from_slice(&data);
+            p
+        };
+        let mut result = q.dgram_send(&payload);
+        if result == Err(quiche::Error::Done) {
+            let first = std::cell::Cell::new(true);
+            q.dgram_purge_outgoing(|_| first.replace(false));
+            self.dgram.dropped_send_queue_full += 1;
+            result = q.dgram_send(&payload);
+        }
+        match result {
+            Ok(()) => self.dgram.sent += 1,
+            Err(quiche::Error::BufferTooShort) => self.dgram.dropped_too_large += 1,
+            Err(_) => self.dgram.dropped_send_queue_full += 1,
+        }
+    }
+
+    /// Reads every datagram quiche holds and routes it: to a WebTransport
+    /// session or a request stream by its quarter stream id (RFC 9297), or
+    /// to the connection (raw QUIC). Unroutable ones are counted and dropped.
+    pub fn process_datagrams(&mut self, q: &mut QConn) -> ConnResult<()> {
+        loop {
+            let n = match q.dgram_recv(&mut self.scratch) {
+                Ok(n) => n,
+                Err(_) => return Ok(()),
+            };
+            self.dgram.received += 1;
+            if self.limits.raw {
+                let data = self.scratch[..n].to_vec();
+                self.event(EventKind::Datagram, 0).data = Some(data);
+                continue;
+            }
+            let Some((qsid, hl)) = frame::get_varint(&self.scratch[..n]) else {
+                return Err(ConnError::new(
+                    H3Code::DatagramError,
+                    "datagram without a quarter stream id",
+                ));
+            };
+            if qsid >= 1 << 60 {
+                return Err(ConnError::new(
+                    H3Code::DatagramError,
+                    "quarter stream id out of range",
+                ));
+            }
+            let stream = qsid * 4;
+            let routable = match self.wt.get(&stream) {
+                Some(w) => w.accepted,
+                None => self.streams.get(&stream).is_some_and(ReqStream::is_flow),
+            };
+            if !routable {
+                self.dgram.dropped_unknown_flow += 1;
+                continue;
+            }
+            let data = self.scratch[hl..n].to_vec();
+            self.event(EventKind::Datagram, stream).data = Some(data);
+        }
+    }
+
     fn open_pending(&mut self, q: &mut QConn) {
         // Each stream is created (by its first send) before the next is
         // considered: quiche counts only created streams against the limit.
-        while let Some(&id) = self.pending_opens.front() {
-            if q.peer_streams_left_bidi() == 0 {
-                break;
+        // Bidirectional and unidirectional streams have separate limits;
+        // within each kind the order is kept.
+        let mut blocked = [false, false];
+        let mut i = 0;
+        while i < self.pending_opens.len() {
+            let id = self.pending_opens[i];
+            let uni = usize::from(id & 0x2 != 0);
+            let left = if uni == 1 {
+                q.peer_streams_left_uni()
+            } else {
+                q.peer_streams_left_bidi()
+            };
+            if blocked[uni] || left == 0 {
+                blocked[uni] = true;
+                i += 1;
+                continue;
             }
-            self.pending_opens.pop_front();
+            self.pending_opens.remove(i);
             if let Some(s) = self.streams.get_mut(&id) {
                 s.opened = true;
                 self.flush_stream(q, id);
+                if self.streams.get(&id).is_some_and(|s| !s.opened) {
+                    // Hit the limit after all: it went back to the front.
+                    blocked[uni] = true;
+                    i += 1;
+                }
             }
         }
     }
 
     /// Queues body bytes on `stream` as one DATA frame.
     pub fn write(&mut self, stream: u64, data: Vec<u8>, fin: bool) {
+        if self.streams.get(&stream).is_some_and(|s| s.raw) {
+            let payload = data.len() as u64;
+            if data.is_empty() && fin {
+                // Raw streams have no frames to carry a FIN: send it bare.
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.out_fin = true;
+                    self.to_flush.insert(stream);
+                }
+                return;
+            }
+            self.queue(stream, data, payload, fin);
+            return;
+        }
         if data.is_empty() {
             self.queue(stream, Vec::new(), 0, fin);
             return;
@@ -421,12 +735,18 @@ impl Session {
         }
     }
 
-    /// Aborts `stream` both ways with `code`.
+    /// Aborts `stream` both ways with `code` (a WebTransport application
+    /// code on WebTransport streams; aborting a CONNECT stream ends its
+    /// session).
     pub fn reset(&mut self, q: &mut QConn, stream: u64, code: u64) {
+        if self.wt.contains_key(&stream) {
+            self.end_session(q, stream, None);
+        }
+        let code = self.wire_code(stream, code);
         if let Some(s) = self.streams.get_mut(&stream) {
             if !s.opened {
                 // Never reached the wire.
-                self.streams.remove(&stream);
+                self.forget(stream);
                 self.pending_opens.retain(|&id| id != stream);
                 return;
             }
@@ -439,24 +759,44 @@ impl Session {
             s.recv = Recv::Done;
             s.send_closed = true;
             s.out.clear();
-            self.streams.remove(&stream);
+            self.forget(stream);
         }
     }
 
     /// Asks the peer to stop sending `stream`'s body.
     pub fn stop_sending(&mut self, q: &mut QConn, stream: u64, code: u64) {
+        let code = self.wire_code(stream, code);
         if let Some(s) = self.streams.get_mut(&stream) {
             if s.recv != Recv::Done {
                 let _ = q.stream_shutdown(stream, Shutdown::Read, code);
                 s.recv = Recv::Done;
             }
             if s.finished() {
-                self.streams.remove(&stream);
+                self.forget(stream);
             }
         }
     }
 
-    /// Server: sends GOAWAY; requests on later streams are refused.
+    /// The code that goes on the wire for `code` given by JS on `stream`.
+    fn wire_code(&self, stream: u64, code: u64) -> u64 {
+        match self.streams.get(&stream) {
+            Some(s) if s.wt_session.is_some() => wt::app_to_h3(code.min(u32::MAX as u64) as u32),
+            _ => code,
+        }
+    }
+
+    /// The code JS sees for `code` received on `stream`: WebTransport
+    /// streams report the application code (0 when the peer sent a code
+    /// outside the application range, such as WT_SESSION_GONE).
+    fn app_code(&self, stream: u64, code: u64) -> u64 {
+        match self.streams.get(&stream) {
+            Some(s) if s.wt_session.is_some() => wt::h3_to_app(code).map_or(0, u64::from),
+            _ => code,
+        }
+    }
+
+    /// Server: sends GOAWAY; requests on later streams are refused, and
+    /// every WebTransport session is asked to drain.
     pub fn goaway(&mut self) {
         if self.role != Role::Server || self.goaway.is_some() {
             return;
@@ -469,6 +809,15 @@ impl Session {
         if let Some(c) = self.control_out {
             self.queue(c, f, 0, false);
         }
+        let sessions: Vec<u64> = self
+            .wt
+            .iter()
+            .filter(|(_, w)| w.accepted)
+            .map(|(&id, _)| id)
+            .collect();
+        for sid in sessions {
+            self.write(sid, wt::drain_capsule(), false);
+        }
     }
 
     // ---- reading ------------------------------------------------------------
@@ -477,6 +826,7 @@ impl Session {
     /// granted credit.
     pub fn process_reads(&mut self, q: &mut QConn) -> ConnResult<()> {
         self.early = q.is_in_early_data();
+        self.process_datagrams(q)?;
         let mut ids: Vec<u64> = q.readable().collect();
         ids.extend(std::mem::take(&mut self.to_read));
         ids.sort_unstable();
@@ -484,6 +834,8 @@ impl Session {
         for id in ids {
             if id & 0x2 == 0 {
                 self.read_bidi(q, id)?;
+            } else if self.streams.contains_key(&id) {
+                self.read_stream(q, id)?;
             } else if (id & 0x1 == 0) == (self.role == Role::Server) {
                 self.read_uni(q, id)?;
             }
@@ -494,14 +846,27 @@ impl Session {
 
     fn read_bidi(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
         let client_initiated = id & 0x1 == 0;
-        if !self.streams.contains_key(&id) {
-            if !client_initiated {
-                // Servers never open bidirectional streams (RFC 9114 §6.1).
+        let by_peer = client_initiated == (self.role == Role::Server);
+        if !self.streams.contains_key(&id) && by_peer && self.limits.raw {
+            if q.stream_finished(id) {
+                return Ok(());
+            }
+            self.streams.insert(id, ReqStream::raw(Recv::Raw, None));
+            self.event(EventKind::StreamOpen, id);
+        } else if !self.streams.contains_key(&id) && !client_initiated && by_peer {
+            // Servers open bidirectional streams only for WebTransport
+            // (RFC 9114 §6.1; the 0x41 preface is checked on its first frame).
+            if !self.limits.webtransport {
                 return Err(ConnError::new(
                     H3Code::StreamCreationError,
                     "server-initiated bidirectional stream",
                 ));
             }
+            if q.stream_finished(id) {
+                return Ok(());
+            }
+            self.streams.insert(id, ReqStream::new());
+        } else if !self.streams.contains_key(&id) {
             if self.role == Role::Client {
                 // A stream we no longer track (finished or reset): drain it.
                 while let Read::Got(n, _) = recv(q, id, &mut self.scratch) {
@@ -522,6 +887,12 @@ impl Session {
             self.max_request_id = Some(self.max_request_id.map_or(id, |m| m.max(id)));
             self.streams.insert(id, ReqStream::new());
         }
+        self.read_stream(q, id)
+    }
+
+    /// Reads stream `id` (already tracked) as far as its state and JS's
+    /// credit allow.
+    fn read_stream(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
         loop {
             let window = self.limits.stream_read_window;
             let Some(s) = self.streams.get_mut(&id) else {
@@ -557,10 +928,57 @@ impl Session {
                         Read::Reset(code) => return self.on_peer_reset(q, id, code),
                     }
                 }
+                Recv::Raw => {
+                    if s.parked {
+                        return Ok(()); // its session is not accepted yet
+                    }
+                    let outstanding = s.delivered - s.consumed;
+                    if outstanding >= window {
+                        return Ok(()); // wait for JS to consume
+                    }
+                    let take = (window - outstanding).min(MAX_CHUNK as u64) as usize;
+                    let (chunk, fin) = if !s.unparsed().is_empty() {
+                        let n = take.min(s.unparsed().len());
+                        let chunk = s.unparsed()[..n].to_vec();
+                        s.advance(n);
+                        (chunk, s.recv_fin && s.unparsed().is_empty())
+                    } else if s.recv_fin {
+                        (Vec::new(), true)
+                    } else {
+                        let mut chunk = vec![0u8; take];
+                        match recv(q, id, &mut chunk) {
+                            Read::Got(n, fin) => {
+                                chunk.truncate(n);
+                                (chunk, fin)
+                            }
+                            Read::Blocked => return Ok(()),
+                            Read::Reset(code) => return self.on_peer_reset(q, id, code),
+                        }
+                    };
+                    if chunk.is_empty() && !fin {
+                        return Ok(());
+                    }
+                    s.delivered += chunk.len() as u64;
+                    if fin {
+                        s.recv = Recv::Done;
+                        s.recv_fin = true;
+                    }
+                    let ev = self.event(EventKind::Data, id);
+                    ev.fin = fin;
+                    if !chunk.is_empty() {
+                        ev.data = Some(chunk);
+                    }
+                    if fin {
+                        return self.maybe_remove(id);
+                    }
+                }
                 Recv::Payload {
                     ty: frame::DATA,
                     left,
                 } => {
+                    if s.capsules.is_some() {
+                        return self.read_capsules(q, id, left);
+                    }
                     let outstanding = s.delivered - s.consumed;
                     if !s.drop_body && outstanding >= window {
                         return Ok(()); // wait for JS to consume
@@ -679,10 +1097,128 @@ impl Session {
         }
     }
 
+    /// Reads the DATA payload of a WebTransport CONNECT stream (`left`
+    /// bytes of the current frame) as capsules, then goes on reading frames.
+    fn read_capsules(&mut self, q: &mut QConn, id: u64, left: u64) -> ConnResult<()> {
+        let s = self.streams.get_mut(&id).unwrap();
+        let want = left.min(MAX_CHUNK as u64) as usize;
+        let (n, fin) = if !s.unparsed().is_empty() {
+            let n = want.min(s.unparsed().len());
+            self.scratch[..n].copy_from_slice(&s.unparsed()[..n]);
+            s.advance(n);
+            (n, false)
+        } else if s.recv_fin {
+            return Err(ConnError::new(H3Code::FrameError, "truncated DATA frame"));
+        } else {
+            match recv(q, id, &mut self.scratch[..want]) {
+                Read::Got(n, fin) => (n, fin),
+                Read::Blocked => return Ok(()),
+                Read::Reset(code) => return self.on_peer_reset(q, id, code),
+            }
+        };
+        let s = self.streams.get_mut(&id).unwrap();
+        s.recv_fin |= fin;
+        if n == 0 && !fin {
+            return Ok(());
+        }
+        let left = left - n as u64;
+        s.recv = if left == 0 {
+            Recv::FrameHeader
+        } else {
+            Recv::Payload {
+                ty: frame::DATA,
+                left,
+            }
+        };
+        let mut caps = Vec::new();
+        let parsed = s
+            .capsules
+            .as_mut()
+            .unwrap()
+            .push(&self.scratch[..n], &mut caps);
+        if parsed.is_err() {
+            return self.stream_error(q, id, H3Code::MessageError);
+        }
+        for c in caps {
+            match c {
+                Capsule::Close { code, reason } => {
+                    // The session is over: answer with our FIN (draft §6).
+                    self.end_session(q, id, Some((true, code, reason)));
+                    self.write(id, Vec::new(), true);
+                }
+                Capsule::Drain => {
+                    if self.wt.contains_key(&id) {
+                        self.event(EventKind::SessionDrain, id);
+                    }
+                }
+            }
+        }
+        self.read_stream(q, id)
+    }
+
+    /// A WebTransport stream named session `sid`: hand it to JS, park it
+    /// until the session is accepted, or refuse it.
+    fn attach_stream(&mut self, q: &mut QConn, id: u64, sid: u64) {
+        let pending_room = self.buffered < self.limits.max_buffered_streams;
+        let reject = |q: &mut QConn, code: u64| {
+            let _ = q.stream_shutdown(id, Shutdown::Read, code);
+            if id & 0x2 == 0 {
+                let _ = q.stream_shutdown(id, Shutdown::Write, code);
+            }
+        };
+        match self.wt.get_mut(&sid) {
+            Some(w) if w.accepted => {
+                w.streams.insert(id);
+                self.event(EventKind::StreamOpen, id).code = sid;
+            }
+            Some(w) if pending_room => {
+                w.parked.push(id);
+                self.buffered += 1;
+                self.streams.get_mut(&id).unwrap().parked = true;
+            }
+            Some(_) => {
+                reject(q, wt::code::BUFFERED_STREAM_REJECTED);
+                self.streams.remove(&id);
+            }
+            None => {
+                // A server may see a stream before the CONNECT that opens its
+                // session (they travel on different streams).
+                // Its CONNECT may be a stream not read yet; a session that
+                // ended recently or a stream that is a plain request cannot
+                // be it.
+                let may_come = self.role == Role::Server
+                    && sid & 0x3 == 0
+                    && !self.streams.contains_key(&sid)
+                    && !self.ended.contains(&sid)
+                    && self.goaway.is_none_or(|g| sid < g);
+                if may_come && pending_room {
+                    self.orphans.push((sid, id));
+                    self.buffered += 1;
+                    self.streams.get_mut(&id).unwrap().parked = true;
+                } else {
+                    let code = if may_come {
+                        wt::code::BUFFERED_STREAM_REJECTED
+                    } else {
+                        wt::code::SESSION_GONE
+                    };
+                    reject(q, code);
+                    self.streams.remove(&id);
+                }
+            }
+        }
+    }
+
     fn on_frame_start(&mut self, q: &mut QConn, id: u64, ty: u64, len: u64) -> ConnResult<()> {
         let server = self.role == Role::Server;
         let s = self.streams.get_mut(&id).unwrap();
         let first = !s.headers_seen && s.body_received == 0;
+        let server_bidi = id & 0x1 == 1;
+        if server_bidi && !server && (ty != frame::WEBTRANSPORT_STREAM || !first) {
+            return Err(ConnError::new(
+                H3Code::StreamCreationError,
+                "server-initiated bidirectional stream is not WebTransport",
+            ));
+        }
         match ty {
             frame::HEADERS => {
                 if s.trailers_seen {
@@ -720,9 +1256,17 @@ impl Session {
                     Recv::Payload { ty, left: len }
                 };
             }
+            frame::WEBTRANSPORT_STREAM if first && self.limits.webtransport => {
+                // The "length" is the session id; the rest is raw bytes.
+                s.raw = true;
+                s.recv = Recv::Raw;
+                s.headers_seen = true;
+                s.wt_session = Some(len);
+                self.attach_stream(q, id, len);
+            }
             frame::WEBTRANSPORT_STREAM if first && server => {
-                // WebTransport streams need a session layer this release does
-                // not have yet: refuse the stream, keep the connection.
+                // WebTransport is switched off: refuse the stream, keep the
+                // connection.
                 return self.stream_error(q, id, H3Code::StreamCreationError);
             }
             frame::SETTINGS | frame::GOAWAY | frame::MAX_PUSH_ID | frame::CANCEL_PUSH => {
@@ -816,11 +1360,38 @@ impl Session {
                     Ok(h) => h,
                     Err(_why) => return self.stream_error(q, id, H3Code::MessageError),
                 };
+                let wt_connect = self.limits.webtransport
+                    && head.method == "CONNECT"
+                    && head.protocol.as_deref().is_some_and(is_wt_protocol);
+                if wt_connect && self.wt.len() as u64 >= self.limits.max_wt_sessions {
+                    return self.refuse(q, id, 429);
+                }
                 let s = self.streams.get_mut(&id).unwrap();
                 s.headers_seen = true;
                 s.content_length = head.content_length;
                 let no_more = s.recv_fin && s.unparsed().is_empty();
                 s.drop_body = matches!(head.method.as_str(), "GET" | "HEAD");
+                let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans)
+                    .into_iter()
+                    .partition(|&(sid, _)| sid == id);
+                self.orphans = others;
+                let mine: Vec<u64> = mine.into_iter().map(|(_, stream)| stream).collect();
+                if wt_connect {
+                    s.capsules = Some(Box::default());
+                    let w = WtSession {
+                        parked: mine,
+                        ..WtSession::default()
+                    };
+                    self.wt.insert(id, w);
+                } else {
+                    // Streams that named a plain request as their session.
+                    self.buffered -= mine.len();
+                    for stream in mine {
+                        let _ = q.stream_shutdown(stream, Shutdown::Read, wt::code::SESSION_GONE);
+                        let _ = q.stream_shutdown(stream, Shutdown::Write, wt::code::SESSION_GONE);
+                        self.streams.remove(&stream);
+                    }
+                }
                 let early = self.early;
                 let ev = self.event(EventKind::Headers, id);
                 ev.headers = Some(flatten(&fields));
@@ -834,6 +1405,14 @@ impl Session {
                 };
                 if (100..200).contains(&status) {
                     return Ok(()); // informational: the final response follows
+                }
+                if self.wt.get(&id).is_some_and(|w| !w.accepted) {
+                    if (200..300).contains(&status) {
+                        self.streams.get_mut(&id).unwrap().capsules = Some(Box::default());
+                        self.accept_session(id);
+                    } else {
+                        self.end_session(q, id, None);
+                    }
                 }
                 let s = self.streams.get_mut(&id).unwrap();
                 s.headers_seen = true;
@@ -866,6 +1445,16 @@ impl Session {
             return self.stream_error(q, id, H3Code::MessageError);
         }
         s.recv = Recv::Done;
+        if s.capsules.is_some() {
+            // A CONNECT stream ended without CLOSE_WEBTRANSPORT_SESSION:
+            // closed with code 0 and no reason (draft §6); our FIN answers.
+            if self.wt.contains_key(&id) {
+                self.end_session(q, id, Some((true, 0, String::new())));
+                self.write(id, Vec::new(), true);
+                self.flush_stream(q, id);
+            }
+            return self.maybe_remove(id);
+        }
         if !s.hidden {
             self.event(EventKind::Data, id).fin = true;
         }
@@ -874,12 +1463,25 @@ impl Session {
 
     fn maybe_remove(&mut self, id: u64) -> ConnResult<()> {
         if self.streams.get(&id).is_some_and(ReqStream::finished) && Some(id) != self.control_out {
-            self.streams.remove(&id);
+            self.forget(id);
         }
         Ok(())
     }
 
+    /// Drops stream `id` and its place in a WebTransport session.
+    fn forget(&mut self, id: u64) {
+        if let Some(sid) = self.streams.remove(&id).and_then(|s| s.wt_session) {
+            if let Some(w) = self.wt.get_mut(&sid) {
+                w.streams.remove(&id);
+            }
+        }
+    }
+
     fn on_peer_reset(&mut self, q: &mut QConn, id: u64, code: u64) -> ConnResult<()> {
+        if self.wt.contains_key(&id) {
+            self.end_session(q, id, Some((false, 0, String::new())));
+        }
+        let code = self.app_code(id, code);
         let Some(s) = self.streams.get_mut(&id) else {
             return Ok(());
         };
@@ -902,6 +1504,9 @@ impl Session {
 
     /// Stream error: abort both directions with `code`, tell JS.
     fn stream_error(&mut self, q: &mut QConn, id: u64, code: H3Code) -> ConnResult<()> {
+        if self.wt.contains_key(&id) {
+            self.end_session(q, id, Some((false, 0, String::new())));
+        }
         let _ = q.stream_shutdown(id, Shutdown::Read, code.code());
         let _ = q.stream_shutdown(id, Shutdown::Write, code.code());
         if let Some(s) = self.streams.remove(&id) {
@@ -930,6 +1535,16 @@ impl Session {
     }
 
     fn read_uni(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+        if self.limits.raw {
+            if q.stream_finished(id) {
+                return Ok(());
+            }
+            let mut s = ReqStream::raw(Recv::Raw, None);
+            s.send_closed = true;
+            self.streams.insert(id, s);
+            self.event(EventKind::StreamOpen, id);
+            return self.read_stream(q, id);
+        }
         let st = self.uni.entry(id).or_insert(UniStream {
             kind: UniKind::Unknown,
             inbuf: Vec::new(),
@@ -941,7 +1556,14 @@ impl Session {
         }
         let mut fin = false;
         loop {
-            match recv(q, id, &mut self.scratch) {
+            // Until the stream type is known, read no further than its
+            // preface: a WebTransport stream's data is read under credit.
+            let want = if st_kind(&self.uni, id) == UniKind::Unknown {
+                16
+            } else {
+                self.scratch.len()
+            };
+            match recv(q, id, &mut self.scratch[..want]) {
                 Read::Got(n, f) => {
                     let st = self.uni.get_mut(&id).unwrap();
                     let mut data = &self.scratch[..n];
@@ -959,6 +1581,16 @@ impl Session {
                     if n == 0 || f {
                         break;
                     }
+                    if st_kind(&self.uni, id) == UniKind::Unknown {
+                        self.parse_uni(q, id, f)?;
+                        if !self.uni.contains_key(&id) {
+                            // It became a WebTransport stream (or was refused).
+                            return match self.streams.contains_key(&id) {
+                                true => self.read_stream(q, id),
+                                false => Ok(()),
+                            };
+                        }
+                    }
                 }
                 Read::Blocked => break,
                 Read::Reset(_) => {
@@ -967,7 +1599,13 @@ impl Session {
                 }
             }
         }
-        self.parse_uni(q, id)?;
+        self.parse_uni(q, id, fin)?;
+        if !self.uni.contains_key(&id) {
+            return match self.streams.contains_key(&id) {
+                true => self.read_stream(q, id),
+                false => Ok(()),
+            };
+        }
         if fin {
             let kind = self.uni.get(&id).map(|s| s.kind);
             if matches!(
@@ -984,13 +1622,27 @@ impl Session {
         Ok(())
     }
 
-    fn parse_uni(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+    fn parse_uni(&mut self, q: &mut QConn, id: u64, fin: bool) -> ConnResult<()> {
         let server = self.role == Role::Server;
         let st = self.uni.get_mut(&id).unwrap();
         if st.kind == UniKind::Unknown {
             let Some((ty, n)) = frame::get_varint(&st.inbuf) else {
                 return Ok(());
             };
+            if ty == stream_type::WEBTRANSPORT && self.limits.webtransport {
+                let Some((sid, m)) = frame::get_varint(&st.inbuf[n..]) else {
+                    return Ok(()); // the session id is still on its way
+                };
+                let rest = st.inbuf.split_off(n + m);
+                self.uni.remove(&id);
+                let mut s = ReqStream::raw(Recv::Raw, Some(sid));
+                s.send_closed = true;
+                s.inbuf = rest;
+                s.recv_fin = fin;
+                self.streams.insert(id, s);
+                self.attach_stream(q, id, sid);
+                return Ok(());
+            }
             st.inbuf.drain(..n);
             let (slot, kind) = match ty {
                 stream_type::CONTROL => (&mut self.peer_control, UniKind::Control),
@@ -1179,14 +1831,29 @@ impl Session {
                 }
             }
         }
+        if s.out.is_empty() && s.out_fin && !s.fin_sent && stopped.is_none() {
+            // A raw stream's FIN with no bytes left to carry it.
+            match q.stream_send(id, &[], true) {
+                Ok(_) => s.fin_sent = true,
+                Err(quiche::Error::StreamStopped(code)) => stopped = Some(code),
+                Err(quiche::Error::StreamLimit) => {
+                    s.opened = false;
+                    self.pending_opens.push_front(id);
+                    return;
+                }
+                Err(_) => blocked = true,
+            }
+        }
         let report = std::mem::take(&mut s.sent_report);
         let fin_now = s.fin_sent && s.out.is_empty();
         let hidden = s.hidden;
+        let raw = s.raw;
         if let Some(code) = stopped {
             s.send_closed = true;
             s.out.clear();
             let _ = q.stream_shutdown(id, Shutdown::Write, code);
             if !hidden {
+                let code = self.app_code(id, code);
                 self.event(EventKind::StopSending, id).code = code;
             }
         } else if blocked {
@@ -1195,7 +1862,7 @@ impl Session {
         if report > 0 && !hidden {
             self.event(EventKind::Sent, id).code = report;
         }
-        if fin_now && stopped.is_none() && id & 0x2 == 0 {
+        if fin_now && stopped.is_none() && (id & 0x2 == 0 || raw) {
             self.unacked.insert(id);
             if self.unacked.len() >= self.unacked_prune_at {
                 self.unacked.retain(|&id| q.stream_capacity(id).is_ok());
@@ -1213,8 +1880,8 @@ impl Session {
     pub fn poll_stopped(&mut self, q: &mut QConn) {
         let mut stopped = Vec::new();
         for (&id, s) in &self.streams {
-            if id & 0x2 == 0 && s.headers_seen && !s.send_closed && !s.fin_sent && s.out.is_empty()
-            {
+            let candidate = (id & 0x2 == 0 && s.headers_seen) || (s.raw && s.opened);
+            if candidate && !s.send_closed && !s.fin_sent && s.out.is_empty() {
                 if let Err(quiche::Error::StreamStopped(code)) = q.stream_writable(id, 0) {
                     stopped.push((id, code));
                 }
@@ -1225,12 +1892,22 @@ impl Session {
                 s.send_closed = true;
                 let _ = q.stream_shutdown(id, Shutdown::Write, code);
                 if !s.hidden {
+                    let code = self.app_code(id, code);
                     self.event(EventKind::StopSending, id).code = code;
                 }
                 let _ = self.maybe_remove(id);
             }
         }
     }
+}
+
+fn st_kind(uni: &HashMap<u64, UniStream>, id: u64) -> UniKind {
+    uni.get(&id).map_or(UniKind::Ignored, |s| s.kind)
+}
+
+/// Whether `:protocol` names WebTransport (draft-02..14 and 15+ spellings).
+fn is_wt_protocol(p: &str) -> bool {
+    p == "webtransport" || p == "webtransport-h3"
 }
 
 fn flatten(fields: &[Header]) -> Vec<String> {

@@ -8,7 +8,8 @@ use tokio_quiche::buf_factory::BufFactory;
 
 use super::error::H3Code;
 use super::frame;
-use super::session::{Limits, QConn, Role, Session};
+use super::session::{first_local_ids, Limits, QConn, Role, Session};
+use super::wt;
 use crate::bridge::EventKind;
 use crate::tls::{generate_dev_cert, Identity};
 
@@ -40,6 +41,7 @@ fn config(server: bool) -> quiche::Config {
     cfg.set_initial_max_stream_data_uni(1_000_000);
     cfg.set_initial_max_streams_bidi(100);
     cfg.set_initial_max_streams_uni(10);
+    cfg.enable_dgram(true, 100, 100);
     cfg
 }
 
@@ -536,4 +538,190 @@ fn content_length_on_a_head_response_is_not_a_body_length() {
         .events
         .iter()
         .any(|e| e.kind == EventKind::Data as u32 && e.fin));
+}
+
+// ---- WebTransport and datagrams -------------------------------------------
+
+fn connect_wt(path: &str) -> Vec<String> {
+    strings(&[
+        ":method",
+        "CONNECT",
+        ":protocol",
+        "webtransport",
+        ":scheme",
+        "https",
+        ":authority",
+        "example",
+        ":path",
+        path,
+        "origin",
+        "https://example",
+    ])
+}
+
+fn data_of(s: &mut Session, kind: EventKind) -> Vec<(u64, Vec<u8>, bool, u64)> {
+    s.events
+        .drain(..)
+        .filter(|e| e.kind == kind as u32)
+        .map(|e| (e.stream, e.data.unwrap_or_default(), e.fin, e.code))
+        .collect()
+}
+
+/// Client opens a session on stream 0; the server accepts it with a 200.
+fn open_session(p: &mut Pipe) {
+    p.c.send_headers(&mut p.client, 0, &connect_wt("/wt"), false);
+    p.send_to_server();
+    let ev = kinds(&mut p.s);
+    assert_eq!(ev, vec![(EventKind::Headers as u32, 0)]);
+    p.s.send_headers(&mut p.server, 0, &strings(&[":status", "200"]), false);
+    p.s.flush(&mut p.server);
+    p.advance();
+    p.client_turn();
+    assert_eq!(kinds(&mut p.c), vec![(EventKind::Headers as u32, 0)]);
+}
+
+#[test]
+fn webtransport_streams_both_ways_datagrams_and_close() {
+    let mut p = Pipe::new(Limits::default());
+    // A stream that names session 0 before the CONNECT is even sent is held.
+    let mut early = vec![0x40, 0x41, 0x00];
+    early.extend_from_slice(b"early");
+    p.raw(4, &early, true);
+    p.server_turn().unwrap();
+    assert!(p.s.events.is_empty(), "parked stream reached JS");
+    open_session(&mut p);
+    p.server_turn().unwrap();
+    let got = data_of(&mut p.s, EventKind::Data);
+    assert_eq!(got, vec![(4, b"early".to_vec(), true, 0)]);
+
+    // Client uni stream, server bidi stream.
+    let (_, cuni) = first_local_ids(Role::Client, false);
+    p.c.open_stream(&mut p.client, cuni, Some(0));
+    p.c.write(cuni, b"uni-data".to_vec(), true);
+    p.send_to_server();
+    let ev: Vec<_> = p.s.events.drain(..).collect();
+    assert_eq!(ev[0].kind, EventKind::StreamOpen as u32);
+    assert_eq!((ev[0].stream, ev[0].code), (cuni, 0));
+    let body: Vec<u8> = ev
+        .iter()
+        .flat_map(|e| e.data.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(body, b"uni-data");
+    assert!(ev.last().unwrap().fin);
+
+    let (sbidi, _) = first_local_ids(Role::Server, false);
+    p.c.events.clear();
+    p.s.open_stream(&mut p.server, sbidi, Some(0));
+    p.s.write(sbidi, b"srv".to_vec(), true);
+    p.s.flush(&mut p.server);
+    p.advance();
+    p.client_turn();
+    let ev: Vec<_> = p.c.events.drain(..).collect();
+    assert_eq!(ev[0].kind, EventKind::StreamOpen as u32);
+    assert_eq!(ev[0].stream, sbidi);
+    let body: Vec<u8> = ev
+        .iter()
+        .flat_map(|e| e.data.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(body, b"srv");
+
+    // A reset with an application code arrives as that code.
+    p.c.open_stream(&mut p.client, 8, Some(0));
+    p.c.write(8, b"x".to_vec(), false);
+    p.send_to_server();
+    p.s.events.clear();
+    p.c.reset(&mut p.client, 8, 1234);
+    p.c.flush(&mut p.client);
+    p.advance();
+    p.server_turn().unwrap();
+    let resets = data_of(&mut p.s, EventKind::Reset);
+    assert_eq!(resets.len(), 1);
+    assert_eq!((resets[0].0, resets[0].3), (8, 1234));
+
+    // Datagrams: to the session, and to a flow nobody opened.
+    p.c.send_datagram(&mut p.client, 0, b"dg".to_vec());
+    p.c.send_datagram(&mut p.client, 12, b"lost".to_vec());
+    p.client.dgram_send(&[0x03, b'?']).unwrap(); // quarter id 3 = stream 12
+    p.advance();
+    p.server_turn().unwrap();
+    assert_eq!(
+        data_of(&mut p.s, EventKind::Datagram),
+        vec![(0, b"dg".to_vec(), false, 0)]
+    );
+    assert_eq!(p.c.dgram.dropped_unknown_flow, 1);
+    assert_eq!(p.s.dgram.dropped_unknown_flow, 1);
+
+    // Close with a code and reason: the server hears it, and answers FIN.
+    p.c.close_session(&mut p.client, 0, 42, "bye");
+    p.send_to_server();
+    let closed: Vec<_> =
+        p.s.events
+            .drain(..)
+            .filter(|e| e.kind == EventKind::SessionClosed as u32)
+            .collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(
+        (closed[0].stream, closed[0].code, closed[0].fin),
+        (0, 42, true)
+    );
+    assert_eq!(closed[0].text.as_deref(), Some("bye"));
+    // Streams of a closed session are gone; a datagram for it is dropped.
+    p.c.send_datagram(&mut p.client, 0, b"late".to_vec());
+    assert_eq!(p.c.dgram.dropped_unknown_flow, 2);
+}
+
+#[test]
+fn streams_beyond_the_buffer_limit_are_rejected_and_refusal_resets_the_rest() {
+    let limits = Limits {
+        max_buffered_streams: 2,
+        ..Limits::default()
+    };
+    let mut p = Pipe::new(limits);
+    p.c.send_headers(&mut p.client, 0, &connect_wt("/wt"), false);
+    p.send_to_server();
+    p.s.events.clear();
+    for id in [4u64, 8, 12] {
+        p.raw(id, &[0x40, 0x41, 0x00, b'x'], false);
+    }
+    p.server_turn().unwrap();
+    assert!(p.s.events.is_empty());
+    assert_eq!(
+        client_stream_reset(&mut p, 12),
+        Some(wt::code::BUFFERED_STREAM_REJECTED)
+    );
+    // Refusing the session resets the streams it held.
+    p.s.send_headers(&mut p.server, 0, &strings(&[":status", "403"]), true);
+    p.s.flush(&mut p.server);
+    p.advance();
+    assert_eq!(client_stream_reset(&mut p, 4), Some(wt::code::SESSION_GONE));
+    assert_eq!(client_stream_reset(&mut p, 8), Some(wt::code::SESSION_GONE));
+}
+
+#[test]
+fn a_datagram_without_a_quarter_stream_id_is_h3_datagram_error() {
+    let mut p = Pipe::new(Limits::default());
+    p.client.dgram_send(&[0x40]).unwrap(); // a two-byte varint cut short
+    p.advance();
+    assert_eq!(p.server_turn(), Err(H3Code::DatagramError));
+}
+
+#[test]
+fn a_session_beyond_the_limit_gets_429() {
+    let limits = Limits {
+        max_wt_sessions: 1,
+        ..Limits::default()
+    };
+    let mut p = Pipe::new(limits);
+    open_session(&mut p);
+    p.c.send_headers(&mut p.client, 4, &connect_wt("/second"), false);
+    p.send_to_server();
+    assert!(p.s.events.is_empty(), "the refused session reached JS");
+    p.client_turn();
+    let heads: Vec<_> =
+        p.c.events
+            .drain(..)
+            .filter(|e| e.kind == EventKind::Headers as u32)
+            .collect();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(heads[0].headers.as_ref().unwrap()[1], "429");
 }
