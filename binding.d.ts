@@ -31,6 +31,8 @@ export declare class NativeClient {
   sendDatagram(conn: number, stream: number, data: Uint8Array): boolean
   /** Closes WebTransport session `stream` with a code and reason. */
   closeSession(conn: number, stream: number, code: number, reason: string): boolean
+  /** STOP_SENDING with `code`. */
+  stopSending(conn: number, stream: number, code: number): boolean
   /** Closes one connection. */
   closeConnection(conn: number, code: number, reason: string): boolean
   /** Transport statistics of one connection. */
@@ -153,6 +155,7 @@ export interface NativeStats {
   datagramsDroppedUnknownFlow: number
   datagramsDroppedSendQueueFull: number
   datagramsDroppedTooLarge: number
+  datagramsDroppedReceiveQueueFull: number
 }
 
 /** Transport and HTTP/3 settings, already validated and defaulted by JS. */

@@ -14,6 +14,7 @@ import { H3Codes, H3Error, fromNative } from './errors'
 import { native, Ev, dispatchAll, streamPort, type NativeEvent, type StreamPort } from './native'
 import { resolveTransport, type TransportOptions } from './options'
 import type { ConnectionStats } from './server'
+import { WebTransportSession, type SessionLimits } from './webtransport'
 
 /** Options of {@link Client}. */
 export interface ClientOptions extends TransportOptions {
@@ -68,6 +69,14 @@ type Conn = {
   key: string
   streams: Map<number, Pending>
   goaway: boolean
+  sessions: Map<number, WebTransportSession>
+  maxDatagramSize: number
+}
+
+/** Options of {@link Client.webTransport}. */
+export interface WebTransportInit {
+  /** Extra request headers sent with the CONNECT (`origin` defaults to the URL's origin). */
+  headers?: HeadersInit
 }
 
 /**
@@ -89,12 +98,15 @@ export class Client implements AsyncDisposable {
   #conns = new Map<number, Conn>()
   #readWindow: number
   #writeWindow: number
+  #datagramQueue: number
+  #maxDatagram = new Map<number, number>()
   #closed = false
 
   constructor(options: ClientOptions = {}) {
     const transport = resolveTransport(options, { webtransport: true })
     this.#readWindow = transport.streamReadWindow
     this.#writeWindow = transport.streamWriteWindow
+    this.#datagramQueue = transport.datagramQueueLength
     const pins = options.pinnedCertificates ?? []
     if (!Array.isArray(pins) || pins.some((p) => typeof p !== 'string')) {
       throw new H3Error('ERR_H3_INVALID_OPTION', 'option pinnedCertificates must be an array of hex strings')
@@ -146,7 +158,7 @@ export class Client implements AsyncDisposable {
       } catch (e) {
         throw fromNative(e)
       }
-      const conn: Conn = { id, key, streams: new Map(), goaway: false }
+      const conn: Conn = { id, key, streams: new Map(), goaway: false, sessions: new Map(), maxDatagramSize: 0 }
       this.#conns.set(id, conn)
       return conn
     })()
@@ -234,6 +246,132 @@ export class Client implements AsyncDisposable {
     })
   }
 
+  /**
+   * Opens a WebTransport session to `url` (an extended CONNECT with
+   * `:protocol` `webtransport` on the pooled connection). Returns at once;
+   * `ready` resolves when the server accepts, and rejects with
+   * `ERR_H3_WEBTRANSPORT_REFUSED` (with `status`) if it answers otherwise.
+   *
+   * @example
+   * ```ts
+   * const wt = client.webTransport('https://127.0.0.1:4433/chat')
+   * await wt.ready
+   * const { readable, writable } = await wt.createBidirectionalStream()
+   * ```
+   */
+  webTransport(url: string | URL, init: WebTransportInit = {}): WebTransportSession {
+    const session = new WebTransportSession(null, this.sessionLimits(), false, -1, () => {})
+    this.openSession(session, url, init)
+    return session
+  }
+
+  /** @internal */
+  sessionLimits(): SessionLimits {
+    return { readWindow: this.#readWindow, writeWindow: this.#writeWindow, datagramQueue: this.#datagramQueue, maxDatagramSize: 0 }
+  }
+
+  /** @internal sends the CONNECT of `session` and binds it to its stream. */
+  openSession(session: WebTransportSession, url: string | URL, init: WebTransportInit = {}): void {
+    const u = new URL(url)
+    if (u.protocol !== 'https:') throw new TypeError(`WebTransport needs an https: URL, got ${u.protocol}`)
+    let conn: Conn | null = null
+    session.setOnEnd(() => conn?.sessions.delete(session.sessionId))
+    ;(async () => {
+      if (this.#closed) throw new H3Error('ERR_H3_CLIENT_CLOSED', 'client is closed')
+      const c = await this.#connection(u)
+      conn = c
+      const headers = new Headers(init.headers)
+      if (!headers.has('origin')) headers.set('origin', u.origin)
+      headers.set('sec-webtransport-http3-draft02', '1')
+      const head = flattenHeaders(headers, [
+        ':method', 'CONNECT',
+        ':protocol', 'webtransport',
+        ':scheme', 'https',
+        ':authority', u.host,
+        ':path', u.pathname + u.search,
+      ])
+      const sid = this.#native.request(c.id, head, false)
+      if (sid < 0) throw new H3Error('ERR_H3_CONNECTION_CLOSED', `connection to ${u.origin} is closed`)
+      const n = this.#native
+      const id = c.id
+      session.bind(
+        {
+          openStream: (bidi) => n.openStream(id, bidi, sid),
+          sendDatagram: (d) => n.sendDatagram(id, sid, d),
+          close: (code, reason) => n.closeSession(id, sid, code, reason),
+          stream: (s) => streamPort(n, id, s, (code) => n.stopSending(id, s, code)),
+          stats: async () => (await n.stats(id)) as unknown as Record<string, number> | null,
+        },
+        sid,
+      )
+      c.sessions.set(sid, session)
+    })().catch((err) => session.onFailed(err))
+  }
+
+  #sessionOf(c: Conn, stream: number): WebTransportSession | undefined {
+    for (const s of c.sessions.values()) if (s.owns(stream)) return s
+    return undefined
+  }
+
+  /** Routes an event of a WebTransport session or one of its streams; false if none. */
+  #dispatchSession(c: Conn, e: NativeEvent): boolean {
+    const own = c.sessions.get(e.stream)
+    switch (e.kind) {
+      case Ev.Headers: {
+        if (!own) return false
+        const f = e.headers ?? []
+        const status = Number(f[f.indexOf(':status') + 1])
+        if (status >= 200 && status < 300) {
+          // The flow id takes the first bytes of each datagram.
+          own.onReady(Math.max(0, (this.#maxDatagram.get(c.id) ?? 0) - (e.stream / 4 < 64 ? 1 : e.stream / 4 < 16384 ? 2 : 4)))
+        } else {
+          this.#native.reset(c.id, e.stream, H3Codes.REQUEST_CANCELLED)
+          own.onFailed(Object.assign(new H3Error('ERR_H3_WEBTRANSPORT_REFUSED', `server refused the WebTransport session with status ${status}`), { status }))
+        }
+        return true
+      }
+      case Ev.Reset:
+        if (own) {
+          own.onFailed(new H3Error('ERR_H3_STREAM_RESET', `server reset the session stream (code 0x${e.code.toString(16)})`, { wireCode: e.code }))
+          return true
+        }
+        break
+      case Ev.StreamOpen:
+        c.sessions.get(e.code)?.onStreamOpen(e.stream)
+        return true
+      case Ev.Datagram:
+        own?.onDatagram(e.data!)
+        return true
+      case Ev.SessionClosed:
+        own?.onClosed(e.fin, e.code, e.text ?? '')
+        return true
+      case Ev.SessionDrain:
+        own?.onDrain()
+        return true
+      case Ev.Data:
+      case Ev.Finished:
+        if (own) return true
+        break
+    }
+    const s = this.#sessionOf(c, e.stream)
+    if (!s) return false
+    switch (e.kind) {
+      case Ev.Data:
+        s.onData(e.stream, e.data, e.fin)
+        break
+      case Ev.Reset:
+        s.onReset(e.stream, e.code)
+        break
+      case Ev.StopSending:
+        s.onStopSending(e.stream, e.code)
+        break
+      case Ev.Sent:
+        s.onSent(e.stream, e.code)
+        break
+    }
+    return true
+  }
+
   #maybeDone(p: Pending): void {
     if (p.sendDone && p.recvDone) {
       p.conn.streams.delete(p.stream)
@@ -260,12 +398,18 @@ export class Client implements AsyncDisposable {
   }
 
   #dispatch(e: NativeEvent): void {
+    if (e.kind === Ev.ConnOpen) {
+      this.#maxDatagram.set(e.conn, e.maxDatagramSize ?? 0)
+      return
+    }
     if (e.kind === Ev.ConnClose) {
+      this.#maxDatagram.delete(e.conn)
       const c = this.#conns.get(e.conn)
       if (!c) return
       this.#conns.delete(e.conn)
       const err = new H3Error('ERR_H3_CONNECTION_CLOSED', `connection closed${e.text ? `: ${e.text}` : ''}`, { wireCode: e.code })
       for (const p of [...c.streams.values()]) this.#fail(p, err)
+      for (const s of [...c.sessions.values()]) s.onFailed(err)
       const pooled = this.#pool.get(c.key)
       pooled?.then((x) => {
         if (x === c && this.#pool.get(c.key) === pooled) this.#pool.delete(c.key)
@@ -274,10 +418,15 @@ export class Client implements AsyncDisposable {
     }
     if (e.kind === Ev.GoAway) {
       const c = this.#conns.get(e.conn)
-      if (c) c.goaway = true
+      if (c) {
+        c.goaway = true
+        for (const s of c.sessions.values()) s.onDrain()
+      }
       return
     }
-    const p = this.#conns.get(e.conn)?.streams.get(e.stream)
+    const c = this.#conns.get(e.conn)
+    if (c && c.sessions.size > 0 && this.#dispatchSession(c, e)) return
+    const p = c?.streams.get(e.stream)
     if (!p) return
     switch (e.kind) {
       case Ev.Headers: {
@@ -342,7 +491,10 @@ export class Client implements AsyncDisposable {
     if (this.#closed) return
     this.#closed = true
     const err = new H3Error('ERR_H3_CLIENT_CLOSED', 'client closed')
-    for (const c of this.#conns.values()) for (const p of [...c.streams.values()]) this.#fail(p, err)
+    for (const c of this.#conns.values()) {
+      for (const p of [...c.streams.values()]) this.#fail(p, err)
+      for (const s of [...c.sessions.values()]) s.onFailed(err)
+    }
     this.#conns.clear()
     this.#pool.clear()
     this.#native.release()
@@ -351,5 +503,47 @@ export class Client implements AsyncDisposable {
   /** `await using client = new Client(...)`. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close()
+  }
+}
+
+/** Options of {@link WebTransport}, as in the browser plus h3node's client options. */
+export interface WebTransportOptions extends ClientOptions, WebTransportInit {
+  /**
+   * Accept the server if its certificate's SHA-256 is one of these, as in
+   * the browser (`{ algorithm: 'sha-256', value }`); adds to `pinnedCertificates`.
+   */
+  serverCertificateHashes?: { algorithm: 'sha-256'; value: BufferSource }[]
+  /** Use this client's pooled connections instead of a private client. */
+  client?: Client
+}
+
+/**
+ * The browser's `WebTransport` constructor shape for Node:
+ * `new WebTransport(url, { serverCertificateHashes })`. Without `client`,
+ * it uses a private {@link Client} that closes with the session.
+ *
+ * @example
+ * ```ts
+ * import { WebTransport } from 'h3node'
+ * const wt = new WebTransport('https://127.0.0.1:4433/chat', { serverCertificateHashes: [{ algorithm: 'sha-256', value: hash }] })
+ * await wt.ready
+ * const writer = wt.datagrams.writable.getWriter()
+ * await writer.write(new TextEncoder().encode('hi'))
+ * ```
+ */
+export class WebTransport extends WebTransportSession {
+  constructor(url: string | URL, options: WebTransportOptions = {}) {
+    const own = options.client === undefined
+    const pins = [...(options.pinnedCertificates ?? [])]
+    for (const h of options.serverCertificateHashes ?? []) {
+      if (h?.algorithm !== 'sha-256') throw new H3Error('ERR_H3_INVALID_OPTION', 'option serverCertificateHashes supports algorithm sha-256 only')
+      const v = h.value
+      const bytes = ArrayBuffer.isView(v) ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : new Uint8Array(v as ArrayBuffer)
+      pins.push(Buffer.from(bytes).toString('hex'))
+    }
+    const client = options.client ?? new Client({ ...options, pinnedCertificates: pins })
+    super(null, client.sessionLimits(), false, -1, () => {})
+    if (own) this.closed.then(() => client.close(), () => client.close())
+    client.openSession(this, url, options)
   }
 }

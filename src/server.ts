@@ -60,35 +60,12 @@ export interface ConnectionStats {
   datagramsDroppedSendQueueFull: number
   /** Outgoing datagrams dropped because they exceed what the peer accepts. */
   datagramsDroppedTooLarge: number
+  /** Incoming datagrams dropped from QUIC's full receive queue (the oldest goes) before they were read. */
+  datagramsDroppedReceiveQueueFull: number
 }
 
 /** Options of {@link listen}. */
-export interface ListenOptions extends TransportOptions {
-  /** UDP port; 0 picks a free one (see {@link Server.address}). Default `4433`. */
-  port?: number
-  /**
-   * IP address to bind. `'::'` is dual-stack (IPv4 too) unless `ipv6Only`.
-   * Default `'::'`.
-   */
-  host?: string
-  /** With host `'::'`, refuse IPv4. Default `false`. */
-  ipv6Only?: boolean
-  /**
-   * Certificate chain, leaf first: PEM text, a Buffer of PEM, or a file path.
-   * Without `cert` and `key`, a development certificate is generated
-   * (see {@link Server.certificate}).
-   */
-  cert?: string | Buffer
-  /** Private key: PEM text, a Buffer of PEM, or a file path. */
-  key?: string | Buffer
-  /** Validity of the generated development certificate, days (1 to 14). Default `14`. */
-  devCertDays?: number
-  /**
-   * Stateless Retry (address validation) before accepting a connection:
-   * protects against spoofed sources at the cost of one round trip.
-   * Default `false`.
-   */
-  retry?: boolean
+export interface ListenOptions extends TransportOptions, EndpointOptions {
   /**
    * Accept WebTransport sessions: the server advertises WebTransport in its
    * SETTINGS (the identifiers Chromium, Firefox and Safari each look for)
@@ -383,6 +360,64 @@ function pem(value: string | Buffer, name: string): Buffer {
   }
 }
 
+/** Where and as whom a server listens: the options {@link listen} and `listenQuic` share. */
+export interface EndpointOptions {
+  /** UDP port; 0 picks a free one (see `address()`). Default `4433`. */
+  port?: number
+  /**
+   * IP address to bind. `'::'` is dual-stack (IPv4 too) unless `ipv6Only`.
+   * Default `'::'`.
+   */
+  host?: string
+  /** With host `'::'`, refuse IPv4. Default `false`. */
+  ipv6Only?: boolean
+  /**
+   * Certificate chain, leaf first: PEM text, a Buffer of PEM, or a file path.
+   * Without `cert` and `key`, a development certificate is generated
+   * (see `certificate` on the server).
+   */
+  cert?: string | Buffer
+  /** Private key: PEM text, a Buffer of PEM, or a file path. */
+  key?: string | Buffer
+  /** Validity of the generated development certificate, days (1 to 14). Default `14`. */
+  devCertDays?: number
+  /**
+   * Stateless Retry (address validation) before accepting a connection:
+   * protects against spoofed sources at the cost of one round trip.
+   * Default `false`.
+   */
+  retry?: boolean
+}
+
+/** @internal validates the endpoint options; makes a dev certificate when no cert is given. */
+export function resolveEndpoint(options: EndpointOptions): {
+  certificate: DevCertificate | null
+  native: { host: string; port: number; ipv6Only: boolean; cert: Buffer; key: Buffer; retry: boolean }
+} {
+  const o = options as Record<string, unknown>
+  const port = checkInteger(o, 'port', 4433, 0, 65535)
+  const host = options.host ?? '::'
+  if (typeof host !== 'string' || isIP(host) === 0) {
+    throw new H3Error('ERR_H3_INVALID_OPTION', `option host must be an IPv4 or IPv6 address, got ${String(host)}`)
+  }
+  const retry = checkBoolean(o, 'retry', false)
+  const ipv6Only = checkBoolean(o, 'ipv6Only', false)
+  const days = checkInteger(o, 'devCertDays', 14, 1, 14)
+  if (options.cert === undefined && options.key === undefined) {
+    const dev = generateDevCertificate({ days, names: host === '::' || host === '0.0.0.0' ? [] : [host] })
+    const loopback = host === '127.0.0.1' || host === '::1' || host.startsWith('127.')
+    if (!loopback) {
+      process.emitWarning(`h3node is serving a generated development certificate on ${host}; pass cert and key for production`, {
+        code: 'H3NODE_DEV_CERT',
+      })
+    }
+    return { certificate: dev, native: { host, port, ipv6Only, retry, cert: Buffer.from(dev.cert), key: Buffer.from(dev.key) } }
+  }
+  if (options.cert === undefined) throw new H3Error('ERR_H3_INVALID_OPTION', 'option key was given without cert')
+  if (options.key === undefined) throw new H3Error('ERR_H3_INVALID_OPTION', 'option cert was given without key')
+  return { certificate: null, native: { host, port, ipv6Only, retry, cert: pem(options.cert, 'cert'), key: pem(options.key, 'key') } }
+}
+
 /**
  * An HTTP/3 server. Iterate it with `for await` to receive requests; close
  * it with {@link close} (or `await using`).
@@ -418,50 +453,20 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
       throw new H3Error('ERR_H3_INVALID_OPTION', 'option webTransport needs option datagrams (browsers open sessions only with HTTP/3 datagrams)')
     }
     this.#datagramQueue = transport.datagramQueueLength
-    const port = checkInteger(o, 'port', 4433, 0, 65535)
-    const host = options.host ?? '::'
-    if (typeof host !== 'string' || isIP(host) === 0) {
-      throw new H3Error('ERR_H3_INVALID_OPTION', `option host must be an IPv4 or IPv6 address, got ${String(host)}`)
-    }
-    const retry = checkBoolean(o, 'retry', false)
-    const ipv6Only = checkBoolean(o, 'ipv6Only', false)
+    const endpoint = resolveEndpoint(options)
+    this.certificate = endpoint.certificate
     this.#graceMs = checkInteger(o, 'closeGraceMs', 5000, 0, 2 ** 31)
-    const days = checkInteger(o, 'devCertDays', 14, 1, 14)
     if (options.onError !== undefined && typeof options.onError !== 'function') {
       throw new H3Error('ERR_H3_INVALID_OPTION', 'option onError must be a function')
     }
     this.#onError = options.onError ?? ((e) => console.error('h3node: request handler failed:', e))
     this.#readWindow = transport.streamReadWindow
     this.#writeWindow = transport.streamWriteWindow
-    let cert: Buffer
-    let key: Buffer
-    if (options.cert === undefined && options.key === undefined) {
-      const dev = generateDevCertificate({ days, names: host === '::' || host === '0.0.0.0' ? [] : [host] })
-      this.certificate = dev
-      cert = Buffer.from(dev.cert)
-      key = Buffer.from(dev.key)
-      const loopback = host === '127.0.0.1' || host === '::1' || host.startsWith('127.')
-      if (!loopback) {
-        process.emitWarning(
-          `h3node is serving a generated development certificate on ${host}; pass cert and key for production`,
-          { code: 'H3NODE_DEV_CERT' },
-        )
-      }
-    } else {
-      if (options.cert === undefined) throw new H3Error('ERR_H3_INVALID_OPTION', 'option key was given without cert')
-      if (options.key === undefined) throw new H3Error('ERR_H3_INVALID_OPTION', 'option cert was given without key')
-      cert = pem(options.cert, 'cert')
-      key = pem(options.key, 'key')
-      this.certificate = null
-    }
     this.#closedPromise = new Promise((r) => {
       this.#resolveClosed = r
     })
     try {
-      this.#native = native.NativeServer.listen(
-        { host, port, ipv6Only, cert, key, retry, transport },
-        () => this.#onBatch(),
-      )
+      this.#native = native.NativeServer.listen({ ...endpoint.native, transport }, () => this.#onBatch())
     } catch (e) {
       throw fromNative(e)
     }

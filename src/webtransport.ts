@@ -93,8 +93,7 @@ export class DatagramDuplexStream {
   readonly readable: ReadableStream<Uint8Array>
   /** Outgoing datagrams (the same stream `createWritable()` returns). */
   readonly writable: WritableStream<Uint8Array>
-  /** Largest payload that can be sent, bytes (0: the peer does not accept datagrams). */
-  readonly maxDatagramSize: number
+  #maxDatagramSize: number
   /** Incoming datagrams held for the reader before the oldest is dropped. */
   incomingHighWaterMark: number
   #queue: Uint8Array[] = []
@@ -102,13 +101,15 @@ export class DatagramDuplexStream {
   #closed = false
   #error: unknown = undefined
   #send: (d: Uint8Array) => boolean
+  #ready: Promise<void> | null
   /** Counters. */
   readonly stats: DatagramStats = { received: 0, sent: 0, droppedIncoming: 0, droppedTooLarge: 0 }
 
   /** @internal */
-  constructor(send: (d: Uint8Array) => boolean, maxDatagramSize: number, queue: number) {
+  constructor(send: (d: Uint8Array) => boolean, maxDatagramSize: number, queue: number, ready: Promise<void> | null = null) {
     this.#send = send
-    this.maxDatagramSize = maxDatagramSize
+    this.#ready = ready
+    this.#maxDatagramSize = maxDatagramSize
     this.incomingHighWaterMark = queue
     this.readable = new ReadableStream<Uint8Array>(
       {
@@ -132,14 +133,26 @@ export class DatagramDuplexStream {
     this.writable = this.createWritable()
   }
 
+  /** Largest payload that can be sent, bytes (0: the peer does not accept datagrams). */
+  get maxDatagramSize(): number {
+    return this.#maxDatagramSize
+  }
+
+  /** @internal known once the connection is up. */
+  setMaxDatagramSize(n: number): void {
+    this.#maxDatagramSize = n
+  }
+
   /**
-   * A writable for outgoing datagrams. A datagram larger than
+   * A writable for outgoing datagrams. Writes wait for the session to be
+   * ready. A datagram larger than
    * `maxDatagramSize` is dropped and counted (as browsers do); writing when
    * the peer does not accept datagrams fails with `ERR_H3_DATAGRAMS_DISABLED`.
    */
   createWritable(): WritableStream<Uint8Array> {
     return new WritableStream<Uint8Array>({
-      write: (chunk) => {
+      write: async (chunk) => {
+        if (this.#ready) await this.#ready
         if (this.#error !== undefined) throw this.#error
         const bytes = toBytes(chunk)
         if (this.maxDatagramSize === 0) {
@@ -314,20 +327,27 @@ export class SessionBase {
   readonly incomingBidirectionalStreams: ReadableStream<WebTransportBidirectionalStream>
   /** Unidirectional streams the peer opens (each a readable of bytes). */
   readonly incomingUnidirectionalStreams: ReadableStream<ReadableStream<Uint8Array>>
-  protected port: SessionPort
+  protected port: SessionPort | null
   protected limits: SessionLimits
   protected ended: unknown = undefined
   #subs = new Map<number, Sub>()
   #bidi = new Incoming<WebTransportBidirectionalStream>()
   #uni = new Incoming<ReadableStream<Uint8Array>>()
   #isServer: boolean
+  #ready: Promise<void> | null
 
   /** @internal */
-  constructor(port: SessionPort, limits: SessionLimits, isServer: boolean) {
+  constructor(port: SessionPort | null, limits: SessionLimits, isServer: boolean, ready: Promise<void> | null = null) {
     this.port = port
     this.limits = limits
     this.#isServer = isServer
-    this.datagrams = new DatagramDuplexStream((d) => this.ended === undefined && port.sendDatagram(d), limits.maxDatagramSize, limits.datagramQueue)
+    this.#ready = ready
+    this.datagrams = new DatagramDuplexStream(
+      (d) => this.ended === undefined && (this.port?.sendDatagram(d) ?? false),
+      limits.maxDatagramSize,
+      limits.datagramQueue,
+      ready,
+    )
     this.incomingBidirectionalStreams = this.#bidi.stream
     this.incomingUnidirectionalStreams = this.#uni.stream
   }
@@ -338,7 +358,7 @@ export class SessionBase {
   }
 
   #sub(id: number, recv: boolean, send: boolean): Sub {
-    const sp = this.port.stream(id)
+    const sp = this.port!.stream(id)
     const sub: Sub = { id, recv: null, send: null }
     const maybeForget = (): void => {
       if ((!sub.recv || sub.recv.done) && (!sub.send || sub.send.done)) this.#subs.delete(id)
@@ -353,30 +373,31 @@ export class SessionBase {
     return sub
   }
 
-  #check(): void {
+  async #check(): Promise<void> {
+    if (this.#ready) await this.#ready
     if (this.ended !== undefined) throw this.ended
   }
 
-  /** Opens a bidirectional stream. */
+  /** Opens a bidirectional stream (once the session is ready). */
   async createBidirectionalStream(): Promise<WebTransportBidirectionalStream> {
-    this.#check()
-    const id = this.port.openStream(true)
+    await this.#check()
+    const id = this.port!.openStream(true)
     if (id < 0) throw new H3Error('ERR_H3_CONNECTION_CLOSED', 'the connection is closed')
     const sub = this.#sub(id, true, true)
     return { readable: sub.recv!.stream, writable: sub.send!.writable }
   }
 
-  /** Opens a unidirectional (send-only) stream. */
+  /** Opens a unidirectional (send-only) stream (once the session is ready). */
   async createUnidirectionalStream(): Promise<WritableStream<Uint8Array>> {
-    this.#check()
-    const id = this.port.openStream(false)
+    await this.#check()
+    const id = this.port!.openStream(false)
     if (id < 0) throw new H3Error('ERR_H3_CONNECTION_CLOSED', 'the connection is closed')
     return this.#sub(id, false, true).send!.writable
   }
 
   /** Transport statistics of the connection, with this session's datagram counters. */
   async getStats(): Promise<Record<string, unknown>> {
-    const s = await this.port.stats()
+    const s = await this.port?.stats()
     return { ...(s ?? {}), datagrams: { ...this.datagrams.stats } }
   }
 
@@ -403,10 +424,9 @@ export class SessionBase {
   onReset(id: number, code: number): void {
     const s = this.#subs.get(id)
     if (!s) return
+    // RESET_STREAM ends only the receiving half; the sending half goes on.
     const err = Object.assign(new H3Error('ERR_H3_STREAM_RESET', `peer reset the stream (code ${code})`, { wireCode: code }), { streamErrorCode: code })
     s.recv?.fail(err)
-    s.send?.fail(err)
-    this.#subs.delete(id)
   }
 
   /** @internal the peer stopped reading stream `id`. */
@@ -462,8 +482,7 @@ export class WebTransportSession extends SessionBase {
   readonly closed: Promise<WebTransportCloseInfo>
   /** Resolves when the peer (or a server shutdown) asks the session to wind down. */
   readonly draining: Promise<void>
-  /** The CONNECT stream id: the session id on the wire. */
-  readonly sessionId: number
+  #sessionId: number
   #resolveReady!: () => void
   #rejectReady!: (e: unknown) => void
   #resolveClosed!: (i: WebTransportCloseInfo) => void
@@ -472,14 +491,24 @@ export class WebTransportSession extends SessionBase {
   #onEnd: () => void
 
   /** @internal */
-  constructor(port: SessionPort, limits: SessionLimits, isServer: boolean, sessionId: number, onEnd: () => void) {
-    super(port, limits, isServer)
-    this.sessionId = sessionId
-    this.#onEnd = onEnd
-    this.ready = new Promise((res, rej) => {
-      this.#resolveReady = res
-      this.#rejectReady = rej
+  setOnEnd(f: () => void): void {
+    this.#onEnd = f
+  }
+
+  /** @internal */
+  constructor(port: SessionPort | null, limits: SessionLimits, isServer: boolean, sessionId: number, onEnd: () => void) {
+    let resolveReady!: () => void
+    let rejectReady!: (e: unknown) => void
+    const ready = new Promise<void>((res, rej) => {
+      resolveReady = res
+      rejectReady = rej
     })
+    super(port, limits, isServer, port ? null : ready)
+    this.ready = ready
+    this.#resolveReady = resolveReady
+    this.#rejectReady = rejectReady
+    this.#sessionId = sessionId
+    this.#onEnd = onEnd
     this.closed = new Promise((res, rej) => {
       this.#resolveClosed = res
       this.#rejectClosed = rej
@@ -506,12 +535,24 @@ export class WebTransportSession extends SessionBase {
     let reason = String(info.reason ?? '')
     const bytes = Buffer.from(reason)
     if (bytes.byteLength > 1024) reason = new TextDecoder().decode(bytes.subarray(0, 1024)).replace(/\uFFFD$/, '')
-    this.port.close(code, reason)
+    this.port?.close(code, reason)
     this.#end({ closeCode: code, reason }, true)
   }
 
-  /** @internal the session was accepted. */
-  onReady(): void {
+  /** The CONNECT stream id: the session id on the wire (-1 until the request is sent). */
+  get sessionId(): number {
+    return this.#sessionId
+  }
+
+  /** @internal client: the CONNECT went out on `sessionId`. */
+  bind(port: SessionPort, sessionId: number): void {
+    this.port = port
+    this.#sessionId = sessionId
+  }
+
+  /** @internal the session was accepted; `maxDatagramSize` known now. */
+  onReady(maxDatagramSize?: number): void {
+    if (maxDatagramSize !== undefined) this.datagrams.setMaxDatagramSize(maxDatagramSize)
     this.#resolveReady()
   }
 
@@ -583,7 +624,7 @@ export class QuicConnection extends SessionBase {
       throw new H3Error('ERR_H3_INVALID_ARGUMENT', `closeCode must be a non-negative integer, got ${String(code)}`)
     }
     const reason = String(info.reason ?? '')
-    this.port.close(code, reason)
+    this.port?.close(code, reason)
     this.onClosed(code, reason, true)
   }
 

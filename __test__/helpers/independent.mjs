@@ -205,19 +205,20 @@ async function setupQuicGo() {
  * Run an independent client.
  * @param {'aioquic' | 'quic-go'} kind
  * @param {string[]} args CLI flags (see the client sources)
- * @param {{ timeoutMs?: number, env?: Record<string, string> }} [options]
+ * @param {{ timeoutMs?: number, env?: Record<string, string>, script?: string }} [options]
+ *   `script`: another aioquic script in clients/ (e.g. 'aioquic_wt_client.py')
  * @returns {Promise<{ code: number | null, signal: string | null, timedOut: boolean,
  *   lines: object[], results: object[], summary: object | undefined,
  *   stdout: string, stderr: string }>}
  *   `lines` are all JSON objects printed (responses then the summary);
  *   `results` excludes the summary line.
  */
-export async function runClient(kind, args, { timeoutMs = 60_000, env } = {}) {
+export async function runClient(kind, args, { timeoutMs = 60_000, env, script } = {}) {
   let cmd
   let argv
   if (kind === 'aioquic') {
     cmd = await ensureAioquic()
-    argv = [AIOQUIC_SCRIPT, ...args]
+    argv = [script ? path.join(CLIENTS_DIR, script) : AIOQUIC_SCRIPT, ...args]
   } else if (kind === 'quic-go') {
     cmd = await ensureQuicGo()
     argv = [...args]

@@ -12,7 +12,7 @@
 // `wtEchoServer(t, options)` starts a server with webTransport on and returns
 // { server, port, certPem, seen } where `seen` collects what the server saw.
 
-import { listen } from '../../index.js'
+import { listen } from '../../dist/index.js'
 
 async function readAll(readable) {
   const chunks = []
@@ -44,6 +44,8 @@ export async function wtEchoServer(t, options = {}) {
       }
       const session = req.acceptWebTransport()
       seen.sessions++
+      seen.connectionId = req.connection.id
+      seen.session = session
       session.closed.then((info) => seen.closes.push(info), note('closed'))
       if (path === '/close') {
         session.close({ closeCode: 7, reason: 'server-bye' })

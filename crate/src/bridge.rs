@@ -131,6 +131,8 @@ pub enum Command {
     GoAway,
     /// Close the connection now (CONNECTION_CLOSE with an application code).
     Close { code: u64, reason: String },
+    /// Close the connection once everything written so far is delivered.
+    CloseWhenDelivered { code: u64 },
     /// Report transport statistics through the callback.
     Stats(Box<dyn FnOnce(ConnStats) + Send>),
     /// Open stream `stream` (raw QUIC, or WebTransport in `session`).
@@ -157,6 +159,7 @@ impl std::fmt::Debug for Command {
             Self::StopSending { stream, code } => write!(f, "StopSending({stream}, {code})"),
             Self::GoAway => f.write_str("GoAway"),
             Self::Close { code, .. } => write!(f, "Close({code})"),
+            Self::CloseWhenDelivered { code } => write!(f, "CloseWhenDelivered({code})"),
             Self::Stats(_) => f.write_str("Stats"),
             Self::OpenStream { stream, session } => write!(f, "OpenStream({stream}, {session:?})"),
             Self::Datagram { stream, data } => write!(f, "Datagram({stream}, {})", data.len()),
@@ -199,6 +202,9 @@ pub struct DgramStats {
     pub dropped_send_queue_full: u64,
     /// Dropped because they exceed what the peer accepts.
     pub dropped_too_large: u64,
+    /// Received by QUIC but dropped from its full receive queue (the oldest
+    /// goes) before the session read them.
+    pub dropped_recv_queue_full: u64,
 }
 
 /// JS's handle on one connection: its command channel and the next stream

@@ -28,6 +28,8 @@ pub struct Driver {
     peer: SocketAddr,
     established: bool,
     draining: bool,
+    /// Close with this code once everything sent is acknowledged.
+    close_when_delivered: Option<u64>,
     on_gone: Option<OnGone>,
 }
 
@@ -53,6 +55,7 @@ impl Driver {
             peer,
             established: false,
             draining: false,
+            close_when_delivered: None,
             on_gone: Some(on_gone),
         }
     }
@@ -80,9 +83,12 @@ impl Driver {
             Command::Close { code, reason } => {
                 let _ = q.close(true, code, reason.as_bytes());
             }
+            Command::CloseWhenDelivered { code } => self.close_when_delivered = Some(code),
             Command::Stats(cb) => {
                 let mut st = stats_of(q);
                 st.dgram = s.dgram;
+                st.dgram.dropped_recv_queue_full =
+                    (q.stats().dgram_recv as u64).saturating_sub(s.dgram.received);
                 cb(st)
             }
             Command::OpenStream { stream, session } => s.open_stream(q, stream, session),
@@ -190,6 +196,11 @@ impl ApplicationOverQuic for Driver {
             && self.session.all_delivered(q)
         {
             let _ = q.close(true, H3Code::NoError.code(), b"");
+        }
+        if let Some(code) = self.close_when_delivered {
+            if !q.is_closed() && self.session.all_delivered(q) {
+                let _ = q.close(true, code, b"");
+            }
         }
         self.flush_events();
         Ok(())

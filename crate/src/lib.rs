@@ -188,6 +188,7 @@ pub struct NativeStats {
     pub datagrams_dropped_unknown_flow: f64,
     pub datagrams_dropped_send_queue_full: f64,
     pub datagrams_dropped_too_large: f64,
+    pub datagrams_dropped_receive_queue_full: f64,
 }
 
 impl From<ConnStats> for NativeStats {
@@ -205,6 +206,7 @@ impl From<ConnStats> for NativeStats {
             datagrams_dropped_unknown_flow: s.dgram.dropped_unknown_flow as f64,
             datagrams_dropped_send_queue_full: s.dgram.dropped_send_queue_full as f64,
             datagrams_dropped_too_large: s.dgram.dropped_too_large as f64,
+            datagrams_dropped_receive_queue_full: s.dgram.dropped_recv_queue_full as f64,
         }
     }
 }
@@ -732,6 +734,18 @@ impl NativeClient {
         )
     }
 
+    /// STOP_SENDING with `code`.
+    #[napi]
+    pub fn stop_sending(&self, conn: u32, stream: i64, code: f64) -> bool {
+        self.send(
+            conn,
+            Command::StopSending {
+                stream: stream as u64,
+                code: code as u64,
+            },
+        )
+    }
+
     /// Closes one connection.
     #[napi]
     pub fn close_connection(&self, conn: u32, code: f64, reason: String) -> bool {
@@ -762,16 +776,23 @@ impl NativeClient {
         if !self.released {
             self.released = true;
             let conns: Vec<_> = self.conns.lock().unwrap().drain().map(|(_, c)| c).collect();
-            for c in conns {
-                c.command(Command::Close {
+            for c in &conns {
+                c.command(Command::CloseWhenDelivered {
                     code: h3::error::H3Code::NoError.code(),
-                    reason: String::new(),
                 });
             }
             self.sink.detach();
-            // Give the close packets a moment before the threads stop.
-            std::thread::spawn(|| {
-                std::thread::sleep(Duration::from_millis(50));
+            // What was written last (a session's close capsule, a request's
+            // end) is delivered before CONNECTION_CLOSE; the threads stop once
+            // every connection is gone, or after a second at most.
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    if conns.iter().all(|c| c.is_gone()) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                std::thread::sleep(Duration::from_millis(20));
                 runtime::release();
             });
         }

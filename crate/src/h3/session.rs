@@ -737,12 +737,25 @@ impl Session {
 
     /// Aborts `stream` both ways with `code` (a WebTransport application
     /// code on WebTransport streams; aborting a CONNECT stream ends its
-    /// session).
+    /// session). On raw and WebTransport streams only the sending half is
+    /// reset.
     pub fn reset(&mut self, q: &mut QConn, stream: u64, code: u64) {
         if self.wt.contains_key(&stream) {
             self.end_session(q, stream, None);
         }
         let code = self.wire_code(stream, code);
+        if self.streams.get(&stream).is_some_and(|s| s.raw && s.opened) {
+            // Raw and WebTransport streams have independent halves: this
+            // resets only the sending one (STOP_SENDING is its own command).
+            let s = self.streams.get_mut(&stream).unwrap();
+            if !(s.send_closed || s.fin_sent && s.out.is_empty()) {
+                let _ = q.stream_shutdown(stream, Shutdown::Write, code);
+            }
+            s.send_closed = true;
+            s.out.clear();
+            let _ = self.maybe_remove(stream);
+            return;
+        }
         if let Some(s) = self.streams.get_mut(&stream) {
             if !s.opened {
                 // Never reached the wire.
@@ -1487,9 +1500,10 @@ impl Session {
         };
         s.recv = Recv::Done;
         let hidden = s.hidden || (!s.headers_seen && self.role == Role::Server);
-        if !(s.send_closed || s.fin_sent && s.out.is_empty()) {
+        if !s.raw && !(s.send_closed || s.fin_sent && s.out.is_empty()) {
             // The peer gave up on the exchange: so do we (RFC 9114 §4.1.1),
-            // which also lets quiche free the stream.
+            // which also lets quiche free the stream. (Raw and WebTransport
+            // streams keep their sending half.)
             let _ = q.stream_shutdown(id, Shutdown::Write, H3Code::RequestCancelled.code());
             s.send_closed = true;
             s.out.clear();

@@ -1,0 +1,293 @@
+/**
+ * Raw QUIC for custom protocols: {@link listenQuic} and {@link connectQuic}.
+ * No HTTP/3: the application protocol is chosen by ALPN, every stream
+ * carries bytes as they come, and datagrams carry no flow id. Connections
+ * are {@link QuicConnection}s, shaped like WebTransport sessions.
+ *
+ * @module
+ */
+import { isIP } from 'node:net'
+import { lookup } from 'node:dns/promises'
+
+import type { DevCertificate } from './cert'
+import { H3Error, fromNative } from './errors'
+import { native, Ev, dispatchAll, streamPort, type NativeEvent } from './native'
+import { resolveTransport, type TransportOptions } from './options'
+import { resolveEndpoint, type AddressInfo, type EndpointOptions } from './server'
+import { QuicConnection, type SessionLimits, type SessionPort } from './webtransport'
+
+/** ALPN protocol ids: 1 to 255 bytes each, at least one. */
+function checkAlpn(alpn: unknown): string[] {
+  const list = typeof alpn === 'string' ? [alpn] : alpn
+  if (!Array.isArray(list) || list.length === 0 || list.some((a) => typeof a !== 'string' || Buffer.byteLength(a) < 1 || Buffer.byteLength(a) > 255)) {
+    throw new H3Error('ERR_H3_INVALID_OPTION', 'option alpn must be a protocol name or a non-empty array of them (1 to 255 bytes each)')
+  }
+  return list as string[]
+}
+
+/** Options of {@link listenQuic}. */
+export interface QuicListenOptions extends TransportOptions, EndpointOptions {
+  /** Application protocols (ALPN) accepted, in preference order. Required. */
+  alpn: string | string[]
+}
+
+type Native = InstanceType<typeof native.NativeServer> | InstanceType<typeof native.NativeClient>
+
+/** Routes native events to the connections of one endpoint. */
+class Connections {
+  readonly map = new Map<number, QuicConnection>()
+  #limits: Omit<SessionLimits, 'maxDatagramSize'>
+  #native: () => Native
+  #isServer: boolean
+  #onOpen: (c: QuicConnection) => void
+
+  constructor(nativeOf: () => Native, limits: Omit<SessionLimits, 'maxDatagramSize'>, isServer: boolean, onOpen: (c: QuicConnection) => void) {
+    this.#native = nativeOf
+    this.#limits = limits
+    this.#isServer = isServer
+    this.#onOpen = onOpen
+  }
+
+  dispatch(e: NativeEvent): void {
+    if (e.kind === Ev.ConnOpen) {
+      const n = this.#native()
+      const id = e.conn
+      const port: SessionPort = {
+        openStream: (bidi) => n.openStream(id, bidi, -1),
+        sendDatagram: (d) => n.sendDatagram(id, 0, d),
+        close: (code, reason) => n.closeConnection(id, code, reason),
+        stream: (s) => streamPort(n, id, s, (code) => n.stopSending(id, s, code)),
+        stats: async () => (await n.stats(id)) as unknown as Record<string, number> | null,
+      }
+      const c = new QuicConnection(port, { ...this.#limits, maxDatagramSize: e.maxDatagramSize ?? 0 }, this.#isServer, {
+        id,
+        alpn: e.alpn ?? '',
+        remoteAddress: e.remoteAddress ?? '',
+        remotePort: e.remotePort ?? 0,
+      })
+      this.map.set(id, c)
+      this.#onOpen(c)
+      return
+    }
+    const c = this.map.get(e.conn)
+    if (!c) return
+    switch (e.kind) {
+      case Ev.StreamOpen:
+        c.onStreamOpen(e.stream)
+        break
+      case Ev.Data:
+        c.onData(e.stream, e.data, e.fin)
+        break
+      case Ev.Reset:
+        c.onReset(e.stream, e.code)
+        break
+      case Ev.StopSending:
+        c.onStopSending(e.stream, e.code)
+        break
+      case Ev.Sent:
+        c.onSent(e.stream, e.code)
+        break
+      case Ev.Datagram:
+        c.onDatagram(e.data!)
+        break
+      case Ev.ConnClose:
+        this.map.delete(e.conn)
+        c.onClosed(e.code, e.text ?? '', true)
+        break
+    }
+  }
+}
+
+/**
+ * A raw QUIC server. Iterate it with `for await` to receive connections.
+ */
+export class QuicServer implements AsyncIterable<QuicConnection>, AsyncDisposable {
+  /** The generated development certificate, when no `cert` was given. */
+  readonly certificate: DevCertificate | null
+  #native: InstanceType<typeof native.NativeServer>
+  #conns: Connections
+  #queue: QuicConnection[] = []
+  #waiters: ((r: IteratorResult<QuicConnection>) => void)[] = []
+  #closing: Promise<void> | null = null
+  #resolveClosed!: () => void
+  #closed: Promise<void>
+  #released = false
+
+  /** @internal use {@link listenQuic} */
+  constructor(options: QuicListenOptions) {
+    const alpn = checkAlpn(options?.alpn)
+    const transport = resolveTransport(options, { alpn, raw: true })
+    const endpoint = resolveEndpoint(options)
+    this.certificate = endpoint.certificate
+    this.#closed = new Promise((r) => {
+      this.#resolveClosed = r
+    })
+    this.#conns = new Connections(
+      () => this.#native,
+      { readWindow: transport.streamReadWindow, writeWindow: transport.streamWriteWindow, datagramQueue: transport.datagramQueueLength },
+      true,
+      (c) => {
+        const w = this.#waiters.shift()
+        if (w) w({ value: c, done: false })
+        else this.#queue.push(c)
+      },
+    )
+    try {
+      this.#native = native.NativeServer.listen({ ...endpoint.native, transport }, () =>
+        dispatchAll(this.#native.takeEvents(), (e) => {
+          if (e.kind === Ev.ServerClosed) this.#finish()
+          else this.#conns.dispatch(e)
+        }),
+      )
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  /** The bound address. */
+  address(): AddressInfo {
+    const [address, port, family] = this.#native.address()
+    return { address, port: Number(port), family: family as 'IPv4' | 'IPv6' }
+  }
+
+  /** Open connections. */
+  get connections(): number {
+    return this.#native.connectionCount()
+  }
+
+  /** Yields connections as their handshakes complete, until the server closes. */
+  [Symbol.asyncIterator](): AsyncIterator<QuicConnection> {
+    return {
+      next: () => {
+        const c = this.#queue.shift()
+        if (c) return Promise.resolve({ value: c, done: false })
+        if (this.#closing) return Promise.resolve({ value: undefined, done: true })
+        return new Promise((resolve) => this.#waiters.push(resolve))
+      },
+      return: async () => {
+        await this.close()
+        return { value: undefined, done: true }
+      },
+    }
+  }
+
+  /**
+   * Stops accepting and closes every connection after `graceMs`
+   * milliseconds (default 0: at once) with CONNECTION_CLOSE code 0.
+   * Resolves when the socket is closed.
+   */
+  close(graceMs = 0): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = this.#closed
+      this.#native.close(graceMs)
+      for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true })
+    }
+    return this.#closing
+  }
+
+  #finish(): void {
+    if (this.#released) return
+    this.#released = true
+    for (const c of this.#conns.map.values()) c.onClosed(0, 'server closed', true)
+    this.#native.release()
+    this.#resolveClosed()
+  }
+
+  /** `await using server = await listenQuic(...)`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close()
+  }
+}
+
+/**
+ * Starts a raw QUIC server for the protocols in `alpn`.
+ *
+ * @example
+ * ```ts
+ * import { listenQuic } from 'h3node'
+ * const server = await listenQuic({ port: 4444, alpn: 'echo' })
+ * for await (const conn of server) {
+ *   ;(async () => {
+ *     for await (const { readable, writable } of conn.incomingBidirectionalStreams) readable.pipeTo(writable)
+ *   })()
+ * }
+ * ```
+ */
+export async function listenQuic(options: QuicListenOptions): Promise<QuicServer> {
+  return new QuicServer(options)
+}
+
+/** Options of {@link connectQuic}. */
+export interface QuicConnectOptions extends TransportOptions {
+  /** Server host name or IP address. */
+  host: string
+  /** Server UDP port. */
+  port: number
+  /** Application protocols (ALPN) offered, in preference order. Required. */
+  alpn: string | string[]
+  /** SNI server name. Default: `host` when it is a name. */
+  serverName?: string
+  /** Trusted CA certificates (PEM) instead of the system store. */
+  ca?: string | Buffer
+  /** Accept servers whose leaf certificate has one of these SHA-256 hashes (hex). */
+  pinnedCertificates?: string[]
+  /** Accept any certificate. For tests only. Default `false`. */
+  insecure?: boolean
+}
+
+/**
+ * Opens a raw QUIC connection. Rejects with `ERR_H3_CONNECT` when the
+ * handshake fails (including when the server speaks none of `alpn`).
+ *
+ * @example
+ * ```ts
+ * import { connectQuic } from 'h3node'
+ * const conn = await connectQuic({ host: '127.0.0.1', port: 4444, alpn: 'echo', pinnedCertificates: [hash] })
+ * const { readable, writable } = await conn.createBidirectionalStream()
+ * ```
+ */
+export async function connectQuic(options: QuicConnectOptions): Promise<QuicConnection> {
+  const alpn = checkAlpn(options?.alpn)
+  const transport = resolveTransport(options, { alpn, raw: true })
+  if (typeof options.host !== 'string' || options.host === '') throw new H3Error('ERR_H3_INVALID_OPTION', 'option host must be a host name or IP address')
+  if (!Number.isInteger(options.port) || options.port < 1 || options.port > 65535) {
+    throw new H3Error('ERR_H3_INVALID_OPTION', `option port must be an integer from 1 to 65535, got ${String(options.port)}`)
+  }
+  const host = options.host.replace(/^\[|\]$/g, '')
+  const ip = isIP(host) ? host : (await lookup(host)).address
+  let client!: InstanceType<typeof native.NativeClient>
+  let resolveOpen!: (c: QuicConnection) => void
+  const opened = new Promise<QuicConnection>((r) => {
+    resolveOpen = r
+  })
+  const conns = new Connections(
+    () => client,
+    { readWindow: transport.streamReadWindow, writeWindow: transport.streamWriteWindow, datagramQueue: transport.datagramQueueLength },
+    false,
+    (c) => {
+      resolveOpen(c)
+      // One native client per connection: released when the connection ends.
+      c.closed.then(() => client.release())
+    },
+  )
+  try {
+    client = native.NativeClient.create(
+      {
+        ca: options.ca === undefined ? undefined : Buffer.from(options.ca),
+        pinnedSha256: options.pinnedCertificates ?? [],
+        insecure: options.insecure ?? false,
+        transport,
+      },
+      () => dispatchAll(client.takeEvents(), (e) => conns.dispatch(e)),
+    )
+  } catch (e) {
+    throw fromNative(e)
+  }
+  try {
+    await client.connect(ip, options.port, options.serverName ?? (isIP(host) ? undefined : host))
+  } catch (e) {
+    client.release()
+    throw fromNative(e)
+  }
+  return opened
+}
