@@ -58,7 +58,7 @@ export async function wtEchoServer(t, options = {}) {
   return { server, port, certPem: server.certificate.cert, seen }
 }
 
-async function serveEcho(session, seen, note) {
+export async function serveEcho(session, seen, note) {
   // (1) server bidi with a reply expected
   session.createBidirectionalStream().then(async ({ readable, writable }) => {
     await writeAll(writable, Buffer.from('server-bidi'))
