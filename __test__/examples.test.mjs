@@ -33,3 +33,62 @@ test('npm start demo answers examples/client.js and quic-go', async (t) => {
   t.is(go.results[0].status, 200)
   t.is(go.results[0].bytes, 100000)
 })
+
+test('examples/webtransport-chat: a browser and a Node client chat through the server', async (t) => {
+  const { openPage } = await import('./helpers/browser.mjs')
+  const { WebTransport } = await import('../dist/index.js')
+  const chat = spawn(process.execPath, ['examples/webtransport-chat/server.js'], {
+    cwd: root,
+    env: { ...process.env, PORT: '0', HTTP_PORT: '0' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  t.teardown(() => chat.kill('SIGKILL'))
+  let pageUrl
+  for await (const line of createInterface({ input: chat.stdout })) {
+    const m = /open (http:\/\/localhost:\d+\/)/.exec(line)
+    if (m) {
+      pageUrl = m[1]
+      break
+    }
+  }
+  const config = await (await fetch(new URL('/config.json', pageUrl))).json()
+
+  // A Node participant, with the browser-shaped constructor.
+  const hash = Buffer.from(config.certificateSha256, 'hex')
+  const node = new WebTransport(config.url, { serverCertificateHashes: [{ algorithm: 'sha-256', value: hash }] })
+  t.teardown(() => node.close())
+  await node.ready
+  const events = []
+  ;(async () => {
+    for await (const s of node.incomingUnidirectionalStreams) {
+      let buf = ''
+      for await (const chunk of s) {
+        buf += Buffer.from(chunk).toString()
+        const lines = buf.split('\n')
+        buf = lines.pop()
+        for (const l of lines) if (l) events.push(JSON.parse(l))
+      }
+    }
+  })().catch((e) => t.log('node participant:', e))
+  const typing = []
+  ;(async () => {
+    for await (const d of node.datagrams.readable) typing.push(Buffer.from(d).toString())
+  })().catch(() => {})
+  const { writable } = await node.createBidirectionalStream()
+  const nodeWriter = writable.getWriter()
+
+  // The browser participant: the example's own page.
+  const { page } = await openPage(t)
+  await page.goto(pageUrl)
+  await page.waitForFunction(() => window.chat?.events?.some((e) => e.welcome), null, { timeout: 20_000 })
+  const browserName = await page.evaluate(() => window.chat.events.find((e) => e.welcome).welcome)
+  await page.evaluate(() => window.chat.send('hello from chromium'))
+  await page.type('#text', 'x') // a typing datagram
+  await nodeWriter.write(new TextEncoder().encode(JSON.stringify({ text: 'hello from node' }) + '\n'))
+
+  const deadline = Date.now() + 10_000
+  while (Date.now() < deadline && !events.some((e) => e.text === 'hello from chromium')) await new Promise((r) => setTimeout(r, 50))
+  t.true(events.some((e) => e.from === browserName && e.text === 'hello from chromium'), JSON.stringify(events))
+  await page.waitForFunction(() => window.chat.events.some((e) => e.text === 'hello from node'), null, { timeout: 10_000 })
+  t.true(typing.some((d) => d.startsWith(`${browserName}:`)), `typing datagrams: ${JSON.stringify(typing)}`)
+})

@@ -28,7 +28,9 @@ pub struct Driver {
     peer: SocketAddr,
     established: bool,
     draining: bool,
-    /// Close with this code once everything sent is acknowledged.
+    /// Close with this code once finished exchanges are acknowledged, and
+    /// not in a turn that wrote stream data (it must leave in a packet
+    /// before CONNECTION_CLOSE; the peer's ACK brings the next turn).
     close_when_delivered: Option<u64>,
     on_gone: Option<OnGone>,
 }
@@ -175,6 +177,7 @@ impl ApplicationOverQuic for Driver {
     }
 
     fn process_writes(&mut self, q: &mut QuicheConnection) -> QuicResult<()> {
+        let writes_before = self.session.writes;
         let mut cmds = std::mem::take(&mut self.pending);
         while let Ok(c) = self.rx.try_recv() {
             cmds.push(c);
@@ -198,7 +201,8 @@ impl ApplicationOverQuic for Driver {
             let _ = q.close(true, H3Code::NoError.code(), b"");
         }
         if let Some(code) = self.close_when_delivered {
-            if !q.is_closed() && self.session.all_delivered(q) {
+            let wrote = self.session.writes != writes_before;
+            if !wrote && !q.is_closed() && self.session.finished_exchanges_delivered(q) {
                 let _ = q.close(true, code, b"");
             }
         }

@@ -305,6 +305,9 @@ pub struct Session {
     ended: VecDeque<u64>,
     /// Datagram counters.
     pub dgram: DgramStats,
+    /// Stream writes handed to quiche so far (tells a turn that wrote from
+    /// one that did not).
+    pub writes: u64,
 }
 
 impl Session {
@@ -338,6 +341,7 @@ impl Session {
             buffered: 0,
             ended: VecDeque::new(),
             dgram: DgramStats::default(),
+            writes: 0,
         }
     }
 
@@ -357,6 +361,17 @@ impl Session {
     pub fn all_delivered(&mut self, q: &mut QConn) -> bool {
         self.unacked.retain(|&id| q.stream_capacity(id).is_ok());
         self.unacked.is_empty()
+    }
+
+    /// Like [`Session::all_delivered`], but streams the peer is still
+    /// sending on do not count: used when closing the connection anyway,
+    /// where only finished exchanges are worth waiting for.
+    pub fn finished_exchanges_delivered(&mut self, q: &mut QConn) -> bool {
+        self.unacked.retain(|&id| q.stream_capacity(id).is_ok());
+        let streams = &self.streams;
+        self.unacked
+            .iter()
+            .all(|id| streams.get(id).is_some_and(|s| s.recv != Recv::Done))
     }
 
     /// Whether a GOAWAY has been sent (server) or received (client).
@@ -1500,7 +1515,7 @@ impl Session {
         };
         s.recv = Recv::Done;
         let hidden = s.hidden || (!s.headers_seen && self.role == Role::Server);
-        if !s.raw && !(s.send_closed || s.fin_sent && s.out.is_empty()) {
+        if !(s.raw || s.send_closed || s.fin_sent && s.out.is_empty()) {
             // The peer gave up on the exchange: so do we (RFC 9114 §4.1.1),
             // which also lets quiche free the stream. (Raw and WebTransport
             // streams keep their sending half.)
@@ -1813,6 +1828,7 @@ impl Session {
             let fin = last && s.out_fin;
             match q.stream_send(id, rest, fin) {
                 Ok(n) => {
+                    self.writes += 1;
                     if n < rest.len() {
                         s.out_off += n;
                         blocked = true;
@@ -1848,7 +1864,10 @@ impl Session {
         if s.out.is_empty() && s.out_fin && !s.fin_sent && stopped.is_none() {
             // A raw stream's FIN with no bytes left to carry it.
             match q.stream_send(id, &[], true) {
-                Ok(_) => s.fin_sent = true,
+                Ok(_) => {
+                    s.fin_sent = true;
+                    self.writes += 1;
+                }
                 Err(quiche::Error::StreamStopped(code)) => stopped = Some(code),
                 Err(quiche::Error::StreamLimit) => {
                     s.opened = false;
