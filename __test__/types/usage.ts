@@ -1,6 +1,22 @@
 // Type test: the public API as users write it. Checked by `npm run test:types`
 // (tsc --noEmit); a change that breaks these lines breaks users' builds.
-import { listen, serve, Client, H3Error, generateDevCertificate, type IncomingRequest, type H3Response } from '../..'
+import {
+  listen,
+  serve,
+  Client,
+  H3Error,
+  generateDevCertificate,
+  WebTransport,
+  listenQuic,
+  connectQuic,
+  type IncomingRequest,
+  type H3Response,
+  type WebTransportSession,
+  type WebTransportBidirectionalStream,
+  type WebTransportCloseInfo,
+  type QuicServer,
+  type QuicConnection,
+} from '../..'
 
 async function forAwait(): Promise<void> {
   const server = await listen({ port: 0, host: '127.0.0.1', idleTimeoutMs: 10_000, congestionControl: 'bbr2' })
@@ -45,4 +61,37 @@ function errors(e: unknown): string | undefined {
   return undefined
 }
 
-void [forAwait, fetchStyle, client, errors]
+async function webTransport(): Promise<void> {
+  const server = await listen({ port: 0, webTransport: true, maxWebTransportSessions: 4, datagramQueueLength: 256 })
+  for await (const req of server) {
+    if (!req.isWebTransport) continue
+    const session: WebTransportSession = req.acceptWebTransport({ headers: { 'x-a': 'b' } })
+    const { readable, writable }: WebTransportBidirectionalStream = await session.createBidirectionalStream()
+    await readable.pipeTo(writable)
+    const uni: WritableStream<Uint8Array> = await session.createUnidirectionalStream()
+    void uni
+    const info: WebTransportCloseInfo = await session.closed
+    void info.closeCode
+    session.close({ closeCode: 1, reason: 'bye' })
+    // @ts-expect-error: closeCode is a number
+    session.close({ closeCode: '1' })
+  }
+  const wt = new WebTransport('https://127.0.0.1:4433/', { serverCertificateHashes: [{ algorithm: 'sha-256', value: new Uint8Array(32) }] })
+  await wt.ready
+  const n: number = wt.datagrams.maxDatagramSize
+  void n
+}
+
+async function rawQuic(): Promise<void> {
+  const server: QuicServer = await listenQuic({ port: 0, alpn: ['a', 'b'] })
+  for await (const conn of server) {
+    const c: QuicConnection = conn
+    void c.alpn
+  }
+  const conn = await connectQuic({ host: '127.0.0.1', port: 1, alpn: 'a', insecure: true })
+  conn.close({ closeCode: 3 })
+  // @ts-expect-error: alpn is required
+  await listenQuic({ port: 0 })
+}
+
+void [forAwait, fetchStyle, client, errors, webTransport, rawQuic]
