@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { IncomingBody } from './body'
+import { IncomingBody, toBytes } from './body'
 import { H3Error } from './errors'
 import type { StreamPort } from './native'
 
@@ -200,7 +200,16 @@ type Sub = {
   send: SendSide | null
 }
 
-/** The sending half of a stream: a WritableStream with a byte window. */
+/**
+ * The sending half of a stream: a WritableStream with a byte window.
+ *
+ * Writes reach the native side once per event-loop turn, and a `close()` in
+ * the same turn rides on the last chunk. quiche 0.30 can drop a FIN sent on
+ * its own after data that is acknowledged before the FIN leaves (the stream
+ * counts as complete and is collected); a FIN carried with data is safe.
+ * Raw streams have no empty frame to carry it (HTTP/3 bodies use one), so
+ * the common write-then-close sequence is made to carry it instead.
+ */
 class SendSide {
   readonly writable: WritableStream<Uint8Array>
   #outstanding = 0
@@ -210,6 +219,9 @@ class SendSide {
   #port: StreamPort
   #window: number
   #onDone: () => void
+  #pending: Uint8Array[] = []
+  #fin = false
+  #scheduled = false
 
   constructor(port: StreamPort, window: number, onDone: () => void) {
     this.#port = port
@@ -226,19 +238,38 @@ class SendSide {
         const bytes = toBytes(chunk)
         if (bytes.byteLength === 0) return
         this.#outstanding += bytes.byteLength
-        this.#port.write(bytes, false)
+        this.#pending.push(bytes)
+        this.#schedule()
       },
       close: () => {
         if (this.#failed !== undefined) throw this.#failed
-        this.#port.write(new Uint8Array(0), true)
+        this.#fin = true
+        this.#schedule()
         this.#finish()
       },
       abort: (reason) => {
+        this.#pending = []
         if (this.#failed === undefined) this.#port.reset(streamErrorCode(reason))
         this.#failed ??= reason
         this.#finish()
       },
     })
+  }
+
+  #schedule(): void {
+    if (this.#scheduled) return
+    this.#scheduled = true
+    setImmediate(() => this.#flush())
+  }
+
+  #flush(): void {
+    this.#scheduled = false
+    const chunks = this.#pending
+    this.#pending = []
+    if (this.#failed !== undefined) return
+    const last = chunks.length - 1
+    for (let i = 0; i <= last; i++) this.#port.write(chunks[i], this.#fin && i === last)
+    if (this.#fin && last < 0) this.#port.write(new Uint8Array(0), true)
   }
 
   get done(): boolean {
@@ -269,14 +300,6 @@ class SendSide {
     this.#wake = null
     w?.()
   }
-}
-
-function toBytes(v: unknown): Uint8Array {
-  if (v instanceof Uint8Array) return v
-  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
-  if (v instanceof ArrayBuffer) return new Uint8Array(v)
-  if (typeof v === 'string') return Buffer.from(v)
-  throw new TypeError('WebTransport chunks must be Uint8Array, ArrayBuffer or ArrayBuffer views')
 }
 
 /** `streamErrorCode` of an abort reason (0 when it has none). */
@@ -363,11 +386,8 @@ export class SessionBase {
     const maybeForget = (): void => {
       if ((!sub.recv || sub.recv.done) && (!sub.send || sub.send.done)) this.#subs.delete(id)
     }
-    if (recv) {
-      // Cancelling the readable sends STOP_SENDING with the reason's code.
-      const rport: StreamPort = { ...sp, stopSending: (code) => sp.stopSending(code) }
-      sub.recv = new IncomingBody(rport, this.limits.readWindow, maybeForget, streamErrorCode)
-    }
+    // Cancelling the readable sends STOP_SENDING with the reason's code.
+    if (recv) sub.recv = new IncomingBody(sp, this.limits.readWindow, maybeForget, streamErrorCode)
     if (send) sub.send = new SendSide(sp, this.limits.writeWindow, maybeForget)
     this.#subs.set(id, sub)
     return sub
