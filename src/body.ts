@@ -162,12 +162,13 @@ export class OutgoingBody {
   }
 }
 
-function toBytes(v: unknown): Uint8Array {
+/** A chunk as bytes: Uint8Array, other ArrayBuffer views, ArrayBuffer or string (UTF-8). */
+export function toBytes(v: unknown): Uint8Array {
   if (v instanceof Uint8Array) return v
   if (typeof v === 'string') return Buffer.from(v)
   if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
   if (v instanceof ArrayBuffer) return new Uint8Array(v)
-  throw new TypeError('body chunks must be Uint8Array, ArrayBuffer views or strings')
+  throw new TypeError('chunks must be Uint8Array, ArrayBuffer, ArrayBuffer views or strings')
 }
 
 /** Flattens `Headers` into `[name, value, ...]`, lowercase names. */

@@ -11,7 +11,7 @@ import { isIP } from 'node:net'
 
 import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, dispatchAll, streamPort, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, dispatchAll, sessionPort, streamPort, type NativeEvent, type StreamPort } from './native'
 import { resolveTransport, type TransportOptions } from './options'
 import type { ConnectionStats } from './server'
 import { WebTransportSession, type SessionLimits } from './webtransport'
@@ -292,18 +292,7 @@ export class Client implements AsyncDisposable {
       ])
       const sid = this.#native.request(c.id, head, false)
       if (sid < 0) throw new H3Error('ERR_H3_CONNECTION_CLOSED', `connection to ${u.origin} is closed`)
-      const n = this.#native
-      const id = c.id
-      session.bind(
-        {
-          openStream: (bidi) => n.openStream(id, bidi, sid),
-          sendDatagram: (d) => n.sendDatagram(id, sid, d),
-          close: (code, reason) => n.closeSession(id, sid, code, reason),
-          stream: (s) => streamPort(n, id, s, (code) => n.stopSending(id, s, code)),
-          stats: async () => (await n.stats(id)) as unknown as Record<string, number> | null,
-        },
-        sid,
-      )
+      session.bind(sessionPort(this.#native, c.id, sid), sid)
       c.sessions.set(sid, session)
     })().catch((err) => session.onFailed(err))
   }

@@ -6,6 +6,7 @@
  * @module
  */
 import type * as Binding from '../binding'
+import type { SessionPort } from './webtransport'
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 export const native: typeof Binding = require('../binding.js')
@@ -55,6 +56,31 @@ export function streamPort(n: NativeStreams, conn: number, stream: number, stopS
     grant: (b) => n.grant(conn, stream, b),
     reset: (code) => n.reset(conn, stream, code),
     stopSending,
+  }
+}
+
+/** The per-connection commands sessions (WebTransport, raw QUIC) need besides streams'. */
+interface NativeSessions extends NativeStreams {
+  openStream(conn: number, bidi: boolean, session: number): number
+  sendDatagram(conn: number, stream: number, data: Uint8Array): boolean
+  closeSession(conn: number, stream: number, code: number, reason: string): boolean
+  closeConnection(conn: number, code: number, reason: string): boolean
+  stopSending(conn: number, stream: number, code: number): boolean
+  stats(conn: number): Promise<Binding.NativeStats | null>
+}
+
+/**
+ * Binds the native commands to one session: WebTransport session `session`
+ * on connection `conn`, or (`session` -1) the raw QUIC connection itself,
+ * whose datagrams carry no flow id and whose close is CONNECTION_CLOSE.
+ */
+export function sessionPort(n: NativeSessions, conn: number, session: number): SessionPort {
+  return {
+    openStream: (bidi) => n.openStream(conn, bidi, session),
+    sendDatagram: (d) => n.sendDatagram(conn, Math.max(session, 0), d),
+    close: (code, reason) => (session < 0 ? n.closeConnection(conn, code, reason) : n.closeSession(conn, session, code, reason)),
+    stream: (id) => streamPort(n, conn, id, (code) => n.stopSending(conn, id, code)),
+    stats: async () => (await n.stats(conn)) as unknown as Record<string, number> | null,
   }
 }
 

@@ -11,10 +11,11 @@ import { lookup } from 'node:dns/promises'
 
 import type { DevCertificate } from './cert'
 import { H3Error, fromNative } from './errors'
-import { native, Ev, dispatchAll, streamPort, type NativeEvent } from './native'
+import { native, Ev, dispatchAll, sessionPort, type NativeEvent } from './native'
 import { resolveTransport, type TransportOptions } from './options'
-import { resolveEndpoint, type AddressInfo, type EndpointOptions } from './server'
-import { QuicConnection, type SessionLimits, type SessionPort } from './webtransport'
+import { Inbox } from './inbox'
+import { addressOf, resolveEndpoint, type AddressInfo, type EndpointOptions } from './server'
+import { QuicConnection, type SessionLimits } from './webtransport'
 
 /** ALPN protocol ids: 1 to 255 bytes each, at least one. */
 function checkAlpn(alpn: unknown): string[] {
@@ -50,16 +51,8 @@ class Connections {
 
   dispatch(e: NativeEvent): void {
     if (e.kind === Ev.ConnOpen) {
-      const n = this.#native()
       const id = e.conn
-      const port: SessionPort = {
-        openStream: (bidi) => n.openStream(id, bidi, -1),
-        sendDatagram: (d) => n.sendDatagram(id, 0, d),
-        close: (code, reason) => n.closeConnection(id, code, reason),
-        stream: (s) => streamPort(n, id, s, (code) => n.stopSending(id, s, code)),
-        stats: async () => (await n.stats(id)) as unknown as Record<string, number> | null,
-      }
-      const c = new QuicConnection(port, { ...this.#limits, maxDatagramSize: e.maxDatagramSize ?? 0 }, this.#isServer, {
+      const c = new QuicConnection(sessionPort(this.#native(), id, -1), { ...this.#limits, maxDatagramSize: e.maxDatagramSize ?? 0 }, this.#isServer, {
         id,
         alpn: e.alpn ?? '',
         remoteAddress: e.remoteAddress ?? '',
@@ -106,8 +99,7 @@ export class QuicServer implements AsyncIterable<QuicConnection>, AsyncDisposabl
   readonly certificate: DevCertificate | null
   #native: InstanceType<typeof native.NativeServer>
   #conns: Connections
-  #queue: QuicConnection[] = []
-  #waiters: ((r: IteratorResult<QuicConnection>) => void)[] = []
+  #inbox = new Inbox<QuicConnection>()
   #closing: Promise<void> | null = null
   #resolveClosed!: () => void
   #closed: Promise<void>
@@ -126,11 +118,7 @@ export class QuicServer implements AsyncIterable<QuicConnection>, AsyncDisposabl
       () => this.#native,
       { readWindow: transport.streamReadWindow, writeWindow: transport.streamWriteWindow, datagramQueue: transport.datagramQueueLength },
       true,
-      (c) => {
-        const w = this.#waiters.shift()
-        if (w) w({ value: c, done: false })
-        else this.#queue.push(c)
-      },
+      (c) => this.#inbox.push(c),
     )
     try {
       this.#native = native.NativeServer.listen({ ...endpoint.native, transport }, () =>
@@ -146,8 +134,7 @@ export class QuicServer implements AsyncIterable<QuicConnection>, AsyncDisposabl
 
   /** The bound address. */
   address(): AddressInfo {
-    const [address, port, family] = this.#native.address()
-    return { address, port: Number(port), family: family as 'IPv4' | 'IPv6' }
+    return addressOf(this.#native)
   }
 
   /** Open connections. */
@@ -158,12 +145,7 @@ export class QuicServer implements AsyncIterable<QuicConnection>, AsyncDisposabl
   /** Yields connections as their handshakes complete, until the server closes. */
   [Symbol.asyncIterator](): AsyncIterator<QuicConnection> {
     return {
-      next: () => {
-        const c = this.#queue.shift()
-        if (c) return Promise.resolve({ value: c, done: false })
-        if (this.#closing) return Promise.resolve({ value: undefined, done: true })
-        return new Promise((resolve) => this.#waiters.push(resolve))
-      },
+      next: () => this.#inbox.next(),
       return: async () => {
         await this.close()
         return { value: undefined, done: true }
@@ -180,7 +162,7 @@ export class QuicServer implements AsyncIterable<QuicConnection>, AsyncDisposabl
     if (!this.#closing) {
       this.#closing = this.#closed
       this.#native.close(graceMs)
-      for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true })
+      this.#inbox.end()
     }
     return this.#closing
   }

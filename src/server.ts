@@ -10,8 +10,9 @@ import { isIP } from 'node:net'
 import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
 import { generateDevCertificate, type DevCertificate } from './cert'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, dispatchAll, streamPort, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, dispatchAll, sessionPort, streamPort, type NativeEvent, type StreamPort } from './native'
 import { checkBoolean, checkInteger, resolveTransport, type TransportOptions } from './options'
+import { Inbox } from './inbox'
 import { DatagramDuplexStream, WebTransportSession, type SessionLimits } from './webtransport'
 
 /** Where a request came from. */
@@ -349,6 +350,12 @@ export interface AddressInfo {
   family: 'IPv4' | 'IPv6'
 }
 
+/** @internal the address a native server is bound to. */
+export function addressOf(n: { address(): string[] }): AddressInfo {
+  const [address, port, family] = n.address()
+  return { address, port: Number(port), family: family as 'IPv4' | 'IPv6' }
+}
+
 function pem(value: string | Buffer, name: string): Buffer {
   if (Buffer.isBuffer(value)) return value
   if (typeof value !== 'string') throw new H3Error('ERR_H3_INVALID_OPTION', `option ${name} must be PEM text, a Buffer or a file path`)
@@ -428,8 +435,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
   #native: InstanceType<typeof native.NativeServer>
   #conns = new Map<number, ConnectionInfo>()
   #streams = new Map<number, Map<number, StreamState>>()
-  #queue: IncomingRequest[] = []
-  #waiters: ((r: IteratorResult<IncomingRequest>) => void)[] = []
+  #inbox = new Inbox<IncomingRequest>()
   #closing: Promise<void> | null = null
   #closed = false
   #resolveClosed!: () => void
@@ -474,8 +480,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
 
   /** The bound address. */
   address(): AddressInfo {
-    const [address, port, family] = this.#native.address()
-    return { address, port: Number(port), family: family as 'IPv4' | 'IPv6' }
+    return addressOf(this.#native)
   }
 
   /** Number of open QUIC connections. */
@@ -566,13 +571,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     const limits = this.#limits(conn)
     limits.maxDatagramSize = Math.max(0, limits.maxDatagramSize - varintLength(sid / 4))
     const session = new WebTransportSession(
-      {
-        openStream: (bidi) => n.openStream(conn, bidi, sid),
-        sendDatagram: (d) => n.sendDatagram(conn, sid, d),
-        close: (code, reason) => n.closeSession(conn, sid, code, reason),
-        stream: (id) => streamPort(n, conn, id, (code) => n.stopSending(conn, id, code)),
-        stats: () => this.stats(conn) as unknown as Promise<Record<string, number> | null>,
-      },
+      sessionPort(n, conn, sid),
       limits,
       true,
       sid,
@@ -775,20 +774,13 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
       this.#handler(req)
       return
     }
-    const w = this.#waiters.shift()
-    if (w) w({ value: req, done: false })
-    else this.#queue.push(req)
+    this.#inbox.push(req)
   }
 
   /** Yields requests until the server closes. */
   [Symbol.asyncIterator](): AsyncIterator<IncomingRequest> {
     return {
-      next: () => {
-        const r = this.#queue.shift()
-        if (r) return Promise.resolve({ value: r, done: false })
-        if (this.#closing) return Promise.resolve({ value: undefined, done: true })
-        return new Promise((resolve) => this.#waiters.push(resolve))
-      },
+      next: () => this.#inbox.next(),
       return: async () => {
         await this.close()
         return { value: undefined, done: true }
@@ -810,7 +802,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
       this.#native.close(graceMs)
       // GOAWAY went out with a DRAIN capsule for every session.
       for (const m of this.#sessions.values()) for (const session of m.values()) session.onDrain()
-      for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true })
+      this.#inbox.end()
     }
     return this.#closing
   }
@@ -819,7 +811,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     if (this.#closed) return
     this.#closed = true
     // Requests that never got an answer end with the server.
-    for (const r of this.#queue.splice(0)) {
+    for (const r of this.#inbox.drain()) {
       const st = this.#streams.get(r.connection.id)?.get(r.streamId)
       if (st) this.#abort(st, new H3Error('ERR_H3_SERVER_CLOSED', 'server closed'))
     }
