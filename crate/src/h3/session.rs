@@ -234,6 +234,25 @@ enum Read {
     Reset(u64),
 }
 
+/// Up to `max` bytes of stream `id`: what `s` has buffered first, else read
+/// from QUIC. `Got(bytes.len(), fin)` with the bytes in `out`; `fin` once
+/// nothing more will come.
+fn take(q: &mut QConn, id: u64, s: &mut ReqStream, max: usize, out: &mut Vec<u8>) -> Read {
+    if !s.unparsed().is_empty() {
+        let n = max.min(s.unparsed().len());
+        out.extend_from_slice(&s.unparsed()[..n]);
+        s.advance(n);
+        return Read::Got(n, s.recv_fin && s.unparsed().is_empty());
+    }
+    if s.recv_fin {
+        return Read::Got(0, true);
+    }
+    out.resize(max, 0);
+    let r = recv(q, id, out);
+    out.truncate(if let Read::Got(n, _) = r { n } else { 0 });
+    r
+}
+
 fn recv(q: &mut QConn, id: u64, buf: &mut [u8]) -> Read {
     match q.stream_recv(id, buf) {
         Ok((n, fin)) => Read::Got(n, fin),
@@ -964,24 +983,12 @@ impl Session {
                     if outstanding >= window {
                         return Ok(()); // wait for JS to consume
                     }
-                    let take = (window - outstanding).min(MAX_CHUNK as u64) as usize;
-                    let (chunk, fin) = if !s.unparsed().is_empty() {
-                        let n = take.min(s.unparsed().len());
-                        let chunk = s.unparsed()[..n].to_vec();
-                        s.advance(n);
-                        (chunk, s.recv_fin && s.unparsed().is_empty())
-                    } else if s.recv_fin {
-                        (Vec::new(), true)
-                    } else {
-                        let mut chunk = vec![0u8; take];
-                        match recv(q, id, &mut chunk) {
-                            Read::Got(n, fin) => {
-                                chunk.truncate(n);
-                                (chunk, fin)
-                            }
-                            Read::Blocked => return Ok(()),
-                            Read::Reset(code) => return self.on_peer_reset(q, id, code),
-                        }
+                    let max = (window - outstanding).min(MAX_CHUNK as u64) as usize;
+                    let mut chunk = Vec::new();
+                    let fin = match take(q, id, s, max, &mut chunk) {
+                        Read::Got(_, fin) => fin,
+                        Read::Blocked => return Ok(()),
+                        Read::Reset(code) => return self.on_peer_reset(q, id, code),
                     };
                     if chunk.is_empty() && !fin {
                         return Ok(());
@@ -1016,24 +1023,15 @@ impl Session {
                     } else {
                         window - outstanding
                     };
-                    let take = left.min(credit).min(MAX_CHUNK as u64) as usize;
-                    let (chunk, fin) = if !s.unparsed().is_empty() {
-                        let n = take.min(s.unparsed().len());
-                        let chunk = s.unparsed()[..n].to_vec();
-                        s.advance(n);
-                        (chunk, false)
-                    } else if s.recv_fin {
-                        return Err(ConnError::new(H3Code::FrameError, "truncated DATA frame"));
-                    } else {
-                        let mut chunk = vec![0u8; take];
-                        match recv(q, id, &mut chunk) {
-                            Read::Got(n, fin) => {
-                                chunk.truncate(n);
-                                (chunk, fin)
-                            }
-                            Read::Blocked => return Ok(()),
-                            Read::Reset(code) => return self.on_peer_reset(q, id, code),
+                    let max = left.min(credit).min(MAX_CHUNK as u64) as usize;
+                    let mut chunk = Vec::new();
+                    let fin = match take(q, id, s, max, &mut chunk) {
+                        Read::Got(0, true) => {
+                            return Err(ConnError::new(H3Code::FrameError, "truncated DATA frame"));
                         }
+                        Read::Got(_, fin) => fin,
+                        Read::Blocked => return Ok(()),
+                        Read::Reset(code) => return self.on_peer_reset(q, id, code),
                     };
                     s.recv_fin |= fin;
                     let n = chunk.len() as u64;
@@ -1129,22 +1127,16 @@ impl Session {
     /// bytes of the current frame) as capsules, then goes on reading frames.
     fn read_capsules(&mut self, q: &mut QConn, id: u64, left: u64) -> ConnResult<()> {
         let s = self.streams.get_mut(&id).unwrap();
-        let want = left.min(MAX_CHUNK as u64) as usize;
-        let (n, fin) = if !s.unparsed().is_empty() {
-            let n = want.min(s.unparsed().len());
-            self.scratch[..n].copy_from_slice(&s.unparsed()[..n]);
-            s.advance(n);
-            (n, false)
-        } else if s.recv_fin {
-            return Err(ConnError::new(H3Code::FrameError, "truncated DATA frame"));
-        } else {
-            match recv(q, id, &mut self.scratch[..want]) {
-                Read::Got(n, fin) => (n, fin),
-                Read::Blocked => return Ok(()),
-                Read::Reset(code) => return self.on_peer_reset(q, id, code),
+        let max = left.min(MAX_CHUNK as u64) as usize;
+        let mut bytes = Vec::new();
+        let (n, fin) = match take(q, id, s, max, &mut bytes) {
+            Read::Got(0, true) => {
+                return Err(ConnError::new(H3Code::FrameError, "truncated DATA frame"));
             }
+            Read::Got(n, fin) => (n, fin),
+            Read::Blocked => return Ok(()),
+            Read::Reset(code) => return self.on_peer_reset(q, id, code),
         };
-        let s = self.streams.get_mut(&id).unwrap();
         s.recv_fin |= fin;
         if n == 0 && !fin {
             return Ok(());
@@ -1159,11 +1151,7 @@ impl Session {
             }
         };
         let mut caps = Vec::new();
-        let parsed = s
-            .capsules
-            .as_mut()
-            .unwrap()
-            .push(&self.scratch[..n], &mut caps);
+        let parsed = s.capsules.as_mut().unwrap().push(&bytes, &mut caps);
         if parsed.is_err() {
             return self.stream_error(q, id, H3Code::MessageError);
         }
