@@ -5,31 +5,12 @@ import test from 'ava'
 
 import { connectQuic, listen, listenQuic } from '../dist/index.js'
 import { runClient } from './helpers/independent.mjs'
-import { serveEcho } from './helpers/wt-echo.mjs'
+import { readAll, serveEcho, writeAll } from './helpers/wt-echo.mjs'
+import { waitFor } from './helpers/h3.mjs'
 
 const enc = (s) => new TextEncoder().encode(s)
 const dec = (b) => new TextDecoder().decode(b)
 
-async function readAll(readable) {
-  const chunks = []
-  for await (const c of readable) chunks.push(Buffer.from(c))
-  return Buffer.concat(chunks)
-}
-
-async function writeAll(writable, bytes) {
-  const w = writable.getWriter()
-  await w.write(bytes)
-  await w.close()
-}
-
-const until = async (cond, ms = 5000) => {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) return false
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  return true
-}
 
 test('HTTP/3 datagrams: echoed on the request flow; datagrams for unknown flows dropped and counted', async (t) => {
   const server = await listen({ host: '127.0.0.1', port: 0 })
@@ -102,7 +83,7 @@ test('raw QUIC: aioquic with a custom ALPN: streams both ways, datagrams, close 
   t.true(s.bidiEchoOk)
   t.is(s.serverBidiText, 'server-bidi')
   t.deepEqual(s.uniTexts, ['echo:uni-hello', 'server-uni'])
-  t.true(await until(() => seen.closes.length === 1))
+  t.true(await waitFor(() => seen.closes.length === 1))
   t.deepEqual(seen.closes[0], { closeCode: 42, reason: 'bye' })
   t.is(seen.serverBidiReply, 'echo:server-bidi')
 
@@ -147,7 +128,7 @@ test('raw QUIC: the own client end to end', async (t) => {
   t.is(dec((await r.read()).value), 'ping')
   conn.close({ closeCode: 5, reason: 'done' })
   t.deepEqual(await conn.closed, { closeCode: 5, reason: 'done' })
-  t.true(await until(() => seen.closes.length === 1))
+  t.true(await waitFor(() => seen.closes.length === 1))
   t.deepEqual(seen.closes[0], { closeCode: 5, reason: 'done' })
 })
 

@@ -6,31 +6,12 @@ import test from 'ava'
 import { Client, WebTransport, listen } from '../dist/index.js'
 import { runWtScenario } from './helpers/browser.mjs'
 import { runClient } from './helpers/independent.mjs'
-import { wtEchoServer } from './helpers/wt-echo.mjs'
+import { readAll, writeAll, wtEchoServer } from './helpers/wt-echo.mjs'
+import { waitFor } from './helpers/h3.mjs'
 
 const enc = (s) => new TextEncoder().encode(s)
 const dec = (b) => new TextDecoder().decode(b)
 
-async function readAll(readable) {
-  const chunks = []
-  for await (const c of readable) chunks.push(Buffer.from(c))
-  return Buffer.concat(chunks)
-}
-
-async function writeAll(writable, bytes) {
-  const w = writable.getWriter()
-  await w.write(bytes)
-  await w.close()
-}
-
-const until = async (cond, ms = 5000) => {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) return false
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  return true
-}
 
 function client(t, certPem) {
   const c = new Client({ ca: certPem })
@@ -53,7 +34,7 @@ test.serial('Chromium: datagrams, bidi and uni streams both ways, close with cod
   t.deepEqual(r.uniTexts, ['echo:uni-hello', 'server-uni'])
   t.deepEqual(r.closed, { closeCode: 42, reason: 'bye' })
   // What the server saw of the same session.
-  t.true(await until(() => seen.closes.length === 1))
+  t.true(await waitFor(() => seen.closes.length === 1))
   t.deepEqual(seen.closes[0], { closeCode: 42, reason: 'bye' })
   t.is(seen.serverBidiReply, 'echo:server-bidi')
   t.is(seen.uniEchoed, 1)
@@ -92,7 +73,7 @@ test.serial('aioquic: the echo scenario, a server close and a refusal', async (t
   t.is(echo.serverBidiText, 'server-bidi')
   t.deepEqual(echo.uniTexts, ['echo:uni-hello', 'server-uni'])
   t.true(echo.serverFin, 'the server did not answer the close with FIN')
-  t.true(await until(() => seen.closes.length === 1))
+  t.true(await waitFor(() => seen.closes.length === 1))
   t.deepEqual(seen.closes[0], { closeCode: 42, reason: 'bye' })
 
   const closed = await aioquic(t, port, 'server-close')
@@ -128,7 +109,7 @@ test.serial('10,000 datagrams: every one accounted for, nothing left behind', as
   t.is(js.sent, seen.datagrams)
   t.true(js.received <= 10000)
   // The session is gone on the server and nothing is held for it.
-  t.true(await until(() => server.webTransportSessions === 0 && server.activeRequests === 0))
+  t.true(await waitFor(() => server.webTransportSessions === 0 && server.activeRequests === 0))
 })
 
 // ---- the package's own client ---------------------------------------------------
@@ -180,7 +161,7 @@ test('own client: the echo scenario with WebTransport (browser constructor shape
   t.is(stats.datagrams.sent, 20)
   wt.close({ closeCode: 42, reason: 'bye' })
   t.deepEqual(await wt.closed, { closeCode: 42, reason: 'bye' })
-  t.true(await until(() => seen.closes.length === 1))
+  t.true(await waitFor(() => seen.closes.length === 1))
   t.deepEqual(seen.closes[0], { closeCode: 42, reason: 'bye' })
   t.is(seen.serverBidiReply, 'echo:server-bidi')
 })
@@ -229,7 +210,7 @@ test('stream errors carry application codes both ways', async (t) => {
   const readErr = await t.throwsAsync(readAll(readable))
   t.is(readErr.streamErrorCode, 9)
   await writer.abort({ streamErrorCode: 77 })
-  t.true(await until(() => got.resetCode !== undefined))
+  t.true(await waitFor(() => got.resetCode !== undefined))
   t.is(got.resetCode, 77)
   wt.close()
 })
@@ -282,7 +263,7 @@ test('close races: mid-write close, close twice, connection lost before accept, 
   await new Promise((r) => setTimeout(r, 100))
   await c2.close()
   await t.throwsAsync(late.ready)
-  t.true(await until(() => acceptErrors.length === 1 || serverSessions.length === 2, 3000))
+  t.true(await waitFor(() => acceptErrors.length === 1 || serverSessions.length === 2, 3000))
 
   // 3. Server shutdown: GOAWAY + DRAIN, then the session ends.
   const c3 = new Client({ ca: certPem })
@@ -291,7 +272,7 @@ test('close races: mid-write close, close twice, connection lost before accept, 
   let drained = false
   s3.draining.then(() => (drained = true))
   const closing = server.close(200)
-  t.true(await until(() => drained, 3000), 'the client never saw the drain')
+  t.true(await waitFor(() => drained, 3000), 'the client never saw the drain')
   await closing
   await t.throwsAsync(s3.closed)
   await c1.close()

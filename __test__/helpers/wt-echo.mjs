@@ -10,17 +10,21 @@
 //   /refuse answers 403.
 //
 // `wtEchoServer(t, options)` starts a server with webTransport on and returns
-// { server, port, certPem, seen } where `seen` collects what the server saw.
+// { server, port, certPem, seen } where `seen` collects what the server saw;
+// `serveEcho(session, seen, note)` is that server behaviour for any
+// WebTransport-shaped session (a raw QuicConnection too).
 
 import { listen } from '../../dist/index.js'
 
-async function readAll(readable) {
+/** Every byte of a readable stream, as one Buffer. */
+export async function readAll(readable) {
   const chunks = []
   for await (const c of readable) chunks.push(Buffer.from(c))
   return Buffer.concat(chunks)
 }
 
-async function writeAll(writable, bytes) {
+/** Writes `bytes` and closes (FIN). */
+export async function writeAll(writable, bytes) {
   const w = writable.getWriter()
   await w.write(bytes)
   await w.close()
