@@ -20,8 +20,6 @@ deliberately reset via --reset-after; 1 otherwise; 2 for bad arguments.
 import argparse
 import asyncio
 import hashlib
-import json
-import ssl
 import sys
 import time
 from urllib.parse import urlsplit
@@ -30,11 +28,20 @@ from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
-from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
     ConnectionTerminated,
     StopSendingReceived,
     StreamReset,
+)
+
+from aioquic_common import (
+    BULK_FLOW_CONTROL,
+    describe_termination,
+    emit,
+    pattern_bytes,
+    protocol_factory,
+    quic_configuration,
+    split_response_headers,
 )
 
 H3_REQUEST_CANCELLED = 0x10C
@@ -43,26 +50,14 @@ CHUNK_SIZE = 64 * 1024
 SEND_HIGH_WATER = 1024 * 1024
 
 
-def pattern_chunk(offset, size):
-    """Bytes [offset, offset+size) of the deterministic body: byte i = i % 251."""
-    start = offset % 251
-    reps = (start + size) // 251 + 1
-    return (bytes(range(251)) * reps)[start:start + size]
-
-
 def body_sha256(size):
     h = hashlib.sha256()
     off = 0
     while off < size:
         n = min(CHUNK_SIZE, size - off)
-        h.update(pattern_chunk(off, n))
+        h.update(pattern_bytes(n, off))
         off += n
     return h.hexdigest()
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
 
 
 class RequestState:
@@ -116,10 +111,7 @@ class H3Client(QuicConnectionProtocol):
                 # not log "Future exception was never retrieved" on stderr
                 self._connected_waiter.add_done_callback(
                     lambda f: f.cancelled() or f.exception())
-            self.terminated = (
-                f"connection terminated: code=0x{event.error_code:x} "
-                f"reason={event.reason_phrase!r}"
-            )
+            self.terminated = describe_termination(event)
             for req in self.requests.values():
                 req.finish(self.terminated)
         elif isinstance(event, StreamReset):
@@ -138,19 +130,7 @@ class H3Client(QuicConnectionProtocol):
         if req is None:
             return
         if isinstance(event, HeadersReceived):
-            fields = {}
-            status = None
-            for name, value in event.headers:
-                k = name.decode("latin-1").lower()
-                v = value.decode("utf-8", "replace")
-                if k == ":status":
-                    status = int(v)
-                elif k.startswith(":"):
-                    continue
-                elif k in fields:
-                    fields[k] = fields[k] + ", " + v
-                else:
-                    fields[k] = v
+            status, fields = split_response_headers(event.headers)
             if req.status is None:
                 if status is not None and 100 <= status < 200 and status != 101:
                     pass  # interim response; wait for the final one
@@ -244,7 +224,7 @@ class H3Client(QuicConnectionProtocol):
                 return False  # peer stopped/reset us; nothing more to send
             n = min(CHUNK_SIZE, limit - off)
             last = reset_after is None and off + n == body_size
-            self.http.send_data(sid, pattern_chunk(off, n), end_stream=last)
+            self.http.send_data(sid, pattern_bytes(n, off), end_stream=last)
             self.transmit()
             off += n
         if reset_after is None:
@@ -300,17 +280,12 @@ async def run_connection(index, host, port, jobs, opts, config_factory, results)
     error = None
     created = []
 
-    def create_protocol(*args, **kwargs):
-        proto = H3Client(*args, **kwargs)
-        created.append(proto)
-        return proto
-
     try:
         async with connect(
             host,
             port,
             configuration=config_factory(),
-            create_protocol=create_protocol,
+            create_protocol=protocol_factory(H3Client, created),
         ) as client:
             sem = asyncio.Semaphore(opts.parallel)
             tasks = [asyncio.ensure_future(one(client, url, sem)) for url in jobs]
@@ -391,17 +366,8 @@ async def main_async(opts):
     host, port = targets.pop()
 
     def config_factory():
-        cfg = QuicConfiguration(
-            is_client=True,
-            alpn_protocols=H3_ALPN,
-            idle_timeout=max(5.0, opts.timeout),
-            max_data=64 * 1024 * 1024,
-            max_stream_data=16 * 1024 * 1024,
-        )
-        cfg.server_name = host
-        if opts.insecure:
-            cfg.verify_mode = ssl.CERT_NONE
-        return cfg
+        return quic_configuration(H3_ALPN, opts.timeout, host, opts.insecure,
+                                  **BULK_FLOW_CONTROL)
 
     jobs = [u for _ in range(opts.count) for u in opts.url]
     results = []

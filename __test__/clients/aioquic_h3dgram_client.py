@@ -41,31 +41,29 @@ server yields a failing report, never a hang.
 
 import argparse
 import asyncio
-import json
-import socket
-import ssl
 import sys
 import time
-from urllib.parse import urlsplit
 
-from aioquic.asyncio.client import connect
-from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, StreamReset
+from aioquic.quic.events import StreamReset
 
-H3_NO_ERROR = 0x100
-RECEIVE_BUFFER = 4 * 1024 * 1024
-SETTING_H3_DATAGRAM = 0x33
+from aioquic_common import (
+    MAX_DATAGRAM_FRAME_SIZE,
+    SETTING_H3_DATAGRAM,
+    ScenarioClient,
+    add_tls_args,
+    add_wait_args,
+    parse_url,
+    quic_configuration,
+    run_main,
+    run_session,
+    split_response_headers,
+)
+
 DEFAULT_PATH = "/dgram"
 # after every regular echo arrived, keep listening this long for stray echoes
 STRAY_GRACE = 0.25
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
 
 
 class DatagramH3Connection(H3Connection):
@@ -78,7 +76,7 @@ class DatagramH3Connection(H3Connection):
         return settings
 
 
-class DgramClient(QuicConnectionProtocol):
+class DgramClient(ScenarioClient):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.http = DatagramH3Connection(self._quic)
@@ -90,50 +88,14 @@ class DgramClient(QuicConnectionProtocol):
         self.request_reset = None  # error code of a RESET_STREAM on the request
         self.flow_datagrams = []  # payloads received on the request's flow
         self.other_datagrams = []  # (stream_id, payload) for any other flow
-        self.terminated = None
-        self.errors = []
-        self.closed_by_us = False
-        self._changed = self._loop.create_future()
-
-    # -- plumbing ------------------------------------------------------------
-    def _wake(self):
-        fut, self._changed = self._changed, self._loop.create_future()
-        fut.set_result(None)
-
-    async def wait_until(self, cond, timeout):
-        """Wait for cond() (re-checked on every event); False on timeout or
-        when the connection is gone."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if cond():
-                return True
-            if self.terminated:
-                return False
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            await asyncio.wait([self._changed], timeout=remaining)
-
-    def error(self, msg):
-        if msg not in self.errors:
-            self.errors.append(msg)
 
     # -- events --------------------------------------------------------------
-    def quic_event_received(self, event):
-        try:
-            if isinstance(event, ConnectionTerminated):
-                self.terminated = (
-                    f"connection terminated: code=0x{event.error_code:x} "
-                    f"reason={event.reason_phrase!r}"
-                )
-                return
-            if (isinstance(event, StreamReset)
-                    and event.stream_id == self.request_id):
-                self.request_reset = event.error_code
-            for h3_event in self.http.handle_event(event):
-                self._h3_event(h3_event)
-        finally:
-            self._wake()
+    def _quic_event(self, event):
+        if (isinstance(event, StreamReset)
+                and event.stream_id == self.request_id):
+            self.request_reset = event.error_code
+        for h3_event in self.http.handle_event(event):
+            self._h3_event(h3_event)
 
     def _h3_event(self, event):
         if isinstance(event, DatagramReceived):
@@ -145,18 +107,9 @@ class DgramClient(QuicConnectionProtocol):
         if getattr(event, "stream_id", None) != self.request_id:
             return
         if isinstance(event, HeadersReceived):
-            status = None
-            fields = {}
-            for name, value in event.headers:
-                k = name.decode("latin-1").lower()
-                v = value.decode("utf-8", "replace")
-                if k == ":status":
-                    try:
-                        status = int(v)
-                    except ValueError:
-                        self.error(f"bad :status {v!r}")
-                elif not k.startswith(":"):
-                    fields[k] = v if k not in fields else fields[k] + ", " + v
+            status, fields = split_response_headers(
+                event.headers,
+                bad_status=lambda v: self.error(f"bad :status {v!r}"))
             if self.status is None and status is not None and \
                     not (100 <= status < 200):
                 self.status = status
@@ -197,9 +150,9 @@ async def wait_settings(client, opts, report):
     # transport parameters are known once the handshake completed
     mdfs = client._quic._remote_max_datagram_frame_size
     report["maxDatagramFrameSize"] = mdfs
-    if not await client.wait_until(
-            lambda: client.http.received_settings is not None, opts.timeout):
-        client.error(client.terminated or "timeout waiting for server SETTINGS")
+    if not await client.wait_or_fail(
+            lambda: client.http.received_settings is not None, opts.timeout,
+            "timeout waiting for server SETTINGS"):
         return False
     settings = client.http.received_settings
     report["settings"] = {hex(SETTING_H3_DATAGRAM):
@@ -224,11 +177,10 @@ async def scenario(client, opts, report):
 
     sid = client.open_request(opts.authority, opts.path)
     report["streamId"] = sid
-    if not await client.wait_until(
-            lambda: client.status is not None or client.response_ended
-            or client.request_reset is not None, opts.timeout):
-        client.error(client.terminated or "timeout waiting for the response "
-                                          "HEADERS")
+    await client.wait_or_fail(
+        lambda: client.status is not None or client.response_ended
+        or client.request_reset is not None, opts.timeout,
+        "timeout waiting for the response HEADERS")
     report["status"] = client.status
     if client.request_reset is not None:
         client.error(f"request stream reset: code=0x{client.request_reset:x}")
@@ -289,12 +241,11 @@ async def scenario(client, opts, report):
     if not client.terminated and not client.response_ended and \
             client.request_reset is None:
         client.finish_request(b"bye")
-        if not await client.wait_until(
-                lambda: client.response_ended
-                or client.request_reset is not None, opts.timeout):
-            client.error(client.terminated or
-                         f"timeout waiting for the end of the response "
-                         f"({len(client.body)} body bytes so far)")
+        await client.wait_or_fail(
+            lambda: client.response_ended
+            or client.request_reset is not None, opts.timeout,
+            lambda: f"timeout waiting for the end of the response "
+                    f"({len(client.body)} body bytes so far)")
     if client.request_reset is not None:
         client.error(f"request stream reset: code=0x{client.request_reset:x}")
     report["body"] = bytes(client.body).decode("utf-8", "replace")
@@ -307,24 +258,6 @@ async def scenario(client, opts, report):
     )
 
 
-class HandshakeTimeout(Exception):
-    pass
-
-
-class HandshakeFailed(Exception):
-    pass
-
-
-def grow_receive_buffer(client):
-    sock = client._transport.get_extra_info("socket")
-    if sock is None:
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-    except OSError:
-        pass
-
-
 async def run(opts):
     report = {
         "summary": True, "url": opts.url, "path": opts.path,
@@ -334,67 +267,12 @@ async def run(opts):
         "maxDatagramFrameSize": None,
     }
     started = time.monotonic()
-    ok = False
-    created = []
-
-    def create_protocol(*args, **kwargs):
-        proto = DgramClient(*args, **kwargs)
-        created.append(proto)
-        return proto
-
-    cfg = QuicConfiguration(
-        is_client=True,
-        alpn_protocols=H3_ALPN,
-        idle_timeout=max(5.0, opts.timeout),
-        max_datagram_frame_size=65536,
-    )
-    cfg.server_name = opts.server_name or opts.host
-    if opts.insecure:
-        cfg.verify_mode = ssl.CERT_NONE
-    elif opts.ca:
-        cfg.load_verify_locations(cafile=opts.ca)
-
-    errors = []
-    try:
-        async with connect(opts.host, opts.port, configuration=cfg,
-                           create_protocol=create_protocol,
-                           wait_connected=False) as client:
-            grow_receive_buffer(client)
-            client.transmit()  # connect(wait_connected=False) holds it back
-            connected = asyncio.ensure_future(client.wait_connected())
-            done, _ = await asyncio.wait([connected], timeout=opts.timeout)
-            if not done:
-                waiter = client._connected_waiter
-                if waiter is not None:
-                    waiter.add_done_callback(
-                        lambda f: f.cancelled() or f.exception())
-                connected.cancel()
-                await asyncio.gather(connected, return_exceptions=True)
-                client.closed_by_us = True
-                raise HandshakeTimeout(
-                    f"QUIC handshake timed out after {opts.timeout:g} s")
-            if connected.exception() is not None:
-                raise HandshakeFailed(client.terminated or "handshake failed")
-            try:
-                ok = await scenario(client, opts, report)
-            finally:
-                if not client.terminated:
-                    client.closed_by_us = True
-                    client.close(error_code=H3_NO_ERROR)
-    except (HandshakeTimeout, HandshakeFailed) as exc:
-        errors.append(f"connection failed: {exc}")
-    except Exception as exc:  # noqa: BLE001 - report everything
-        errors.append(f"{type(exc).__name__}: {exc}")
-    if created:
-        client = created[0]
-        errors = client.errors + errors
-        if client.terminated and not client.closed_by_us and not any(
-                client.terminated in e for e in errors):
-            errors.append(client.terminated)  # the server closed on us
-    report["errors"] = errors
-    report["elapsedMs"] = round((time.monotonic() - started) * 1000, 1)
-    report["ok"] = bool(ok) and not errors
-    return report
+    cfg = quic_configuration(H3_ALPN, opts.timeout,
+                             opts.server_name or opts.host, opts.insecure,
+                             opts.ca,
+                             max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE)
+    return await run_session(opts, cfg, DgramClient, report, started,
+                             lambda client: scenario(client, opts, report))
 
 
 def parse_args(argv):
@@ -403,17 +281,8 @@ def parse_args(argv):
                     "(one request per run)")
     p.add_argument("--url", required=True,
                    help=f"https://host:port[/path]; default path {DEFAULT_PATH}")
-    p.add_argument("--insecure", action="store_true",
-                   help="do not verify the server certificate")
-    p.add_argument("--ca", default=None,
-                   help="PEM file with the CA / self-signed certificate to trust")
-    p.add_argument("--server-name", default=None,
-                   help="TLS server name (SNI + verification), default: URL host")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="limit in seconds for each individual wait")
-    p.add_argument("--collect", type=float, default=2.0,
-                   help="seconds to keep collecting datagram echoes after the "
-                        "last datagram was sent")
+    add_tls_args(p)
+    add_wait_args(p)
     p.add_argument("--count", type=int, default=50,
                    help="datagrams d-0..d-N-1 sent on the request's flow")
     p.add_argument("--interval", type=float, default=5.0,
@@ -423,19 +292,7 @@ def parse_args(argv):
     p.add_argument("--stray-stream", type=int, default=400,
                    help="stream id (a multiple of 4) the stray datagrams name")
     opts = p.parse_args(argv)
-    parts = urlsplit(opts.url)
-    if parts.scheme != "https" or not parts.hostname:
-        p.error(f"unsupported url {opts.url!r}")
-    opts.host = parts.hostname
-    try:
-        opts.port = parts.port or 443
-    except ValueError:
-        p.error(f"bad port in {opts.url!r}")
-    opts.authority = parts.netloc
-    path = parts.path if parts.path not in ("", "/") else DEFAULT_PATH
-    if parts.query:
-        path += "?" + parts.query
-    opts.path = path
+    parse_url(p, opts, DEFAULT_PATH)
     if opts.timeout <= 0 or opts.collect < 0 or opts.interval < 0:
         p.error("--timeout must be > 0, --collect/--interval >= 0")
     if opts.count < 0 or opts.stray_count < 0:
@@ -450,10 +307,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    opts = parse_args(sys.argv[1:] if argv is None else argv)
-    report = asyncio.run(run(opts))
-    emit(report)
-    return 0 if report["ok"] else 1
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -43,18 +43,10 @@ Exit status: 0 when the scenario's checks passed ("ok": true), 1 otherwise,
 
 import argparse
 import asyncio
-import json
-import socket
-import ssl
 import sys
 import time
-from urllib.parse import urlsplit
 
-from aioquic.asyncio.client import connect
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
-    ConnectionTerminated,
     DatagramFrameReceived,
     HandshakeCompleted,
     StopSendingReceived,
@@ -62,22 +54,26 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
+from aioquic_common import (
+    BULK_FLOW_CONTROL,
+    MAX_DATAGRAM_FRAME_SIZE,
+    HandshakeFailed,
+    HandshakeTimeout,
+    RecvStream,
+    ScenarioClient,
+    add_tls_args,
+    add_wait_args,
+    connected_client,
+    finish_report,
+    parse_url,
+    pattern_bytes,
+    quic_configuration,
+    run_main,
+)
+
 DEFAULT_ALPN = "h3node-echo"
 BAD_ALPN = "not-supported"
 SCENARIOS = ("echo", "bad-alpn")
-RECEIVE_BUFFER = 4 * 1024 * 1024
-
-
-def pattern_bytes(size, offset=0):
-    """byte i = (offset + i) % 251, same pattern as aioquic_client.py."""
-    start = offset % 251
-    reps = (start + size) // 251 + 1
-    return (bytes(range(251)) * reps)[start:start + size]
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
 
 
 def is_server_initiated(stream_id):
@@ -88,77 +84,22 @@ def is_unidirectional(stream_id):
     return stream_id & 2 == 2
 
 
-class RawStream:
-    """Receive side of one QUIC stream."""
-
-    def __init__(self, stream_id):
-        self.stream_id = stream_id
-        self.data = bytearray()
-        self.ended = False
-        self.reset_code = None
-        self.stop_sending_code = None
-
-    @property
-    def done(self):
-        return self.ended or self.reset_code is not None
-
-
-class RawClient(QuicConnectionProtocol):
+class RawClient(ScenarioClient):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.alpn = None
         self.streams = {}  # every stream with receive-side activity, by id
         self.datagrams = []
-        self.terminated = None
-        self.terminated_code = None
-        self.errors = []
-        self.closed_by_us = False
-        self._changed = self._loop.create_future()
-
-    # -- plumbing ------------------------------------------------------------
-    def _wake(self):
-        fut, self._changed = self._changed, self._loop.create_future()
-        fut.set_result(None)
-
-    async def wait_until(self, cond, timeout):
-        """Wait for cond() (re-checked on every event); False on timeout or
-        when the connection is gone."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if cond():
-                return True
-            if self.terminated:
-                return False
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            await asyncio.wait([self._changed], timeout=remaining)
-
-    def error(self, msg):
-        if msg not in self.errors:
-            self.errors.append(msg)
 
     def stream(self, stream_id):
         st = self.streams.get(stream_id)
         if st is None:
-            st = self.streams[stream_id] = RawStream(stream_id)
+            st = self.streams[stream_id] = RecvStream(stream_id)
         return st
 
     # -- events --------------------------------------------------------------
-    def quic_event_received(self, event):
-        try:
-            self._quic_event(event)
-        finally:
-            self._wake()
-
     def _quic_event(self, event):
-        if isinstance(event, ConnectionTerminated):
-            self.terminated_code = event.error_code
-            self.terminated = (
-                f"connection terminated: code=0x{event.error_code:x} "
-                f"reason={event.reason_phrase!r}"
-            )
-        elif isinstance(event, HandshakeCompleted):
+        if isinstance(event, HandshakeCompleted):
             self.alpn = event.alpn_protocol
         elif isinstance(event, DatagramFrameReceived):
             self.datagrams.append(event.data)
@@ -179,10 +120,6 @@ class RawClient(QuicConnectionProtocol):
         if not unidirectional:
             self.stream(sid)
         return sid
-
-    def write(self, stream_id, data, fin=False):
-        self._quic.send_stream_data(stream_id, data, end_stream=fin)
-        self.transmit()
 
     def send_datagram(self, payload):
         self._quic.send_datagram_frame(payload)
@@ -225,18 +162,12 @@ async def datagram_echo(client, opts, report):
 async def bidi_echo(client, opts, report):
     sid = client.open_stream(unidirectional=False)
     body = pattern_bytes(opts.bidi_bytes)
-    chunk = 64 * 1024
-    for off in range(0, len(body), chunk):
-        end = min(off + chunk, len(body))
-        client.write(sid, body[off:end], fin=end == len(body))
-        await asyncio.sleep(0)
-    if not body:
-        client.write(sid, b"", fin=True)
+    await client.write_in_chunks(sid, body)
     st = client.streams[sid]
-    if not await client.wait_until(lambda: st.done, opts.timeout):
-        client.error(client.terminated or
-                     f"timeout reading bidi echo ({len(st.data)} of "
-                     f"{len(body)} bytes)")
+    await client.wait_or_fail(
+        lambda: st.done, opts.timeout,
+        lambda: f"timeout reading bidi echo ({len(st.data)} of "
+                f"{len(body)} bytes)")
     if st.reset_code is not None:
         client.error(f"bidi echo stream reset: code=0x{st.reset_code:x}")
     if st.stop_sending_code is not None:
@@ -256,15 +187,13 @@ async def answer_server_bidi(client, opts, report):
         found = client.peer_streams(unidirectional=False)
         return min(found, key=lambda s: s.stream_id) if found else None
 
-    if not await client.wait_until(lambda: first_server_bidi() is not None,
-                                   opts.timeout):
-        client.error(client.terminated or
-                     "timeout waiting for the server's bidi stream")
+    if not await client.wait_or_fail(
+            lambda: first_server_bidi() is not None, opts.timeout,
+            "timeout waiting for the server's bidi stream"):
         return
     st = first_server_bidi()
-    if not await client.wait_until(lambda: st.done, opts.timeout):
-        client.error(client.terminated or
-                     "timeout reading the server's bidi stream")
+    await client.wait_or_fail(lambda: st.done, opts.timeout,
+                              "timeout reading the server's bidi stream")
     if st.reset_code is not None:
         client.error(f"server bidi stream reset: code=0x{st.reset_code:x}")
     report["serverBidiText"] = bytes(st.data).decode("utf-8", "replace")
@@ -278,10 +207,10 @@ async def collect_uni(client, opts, report, want=2):
         return sum(1 for s in client.peer_streams(unidirectional=True)
                    if s.done)
 
-    if not await client.wait_until(lambda: complete() >= want, opts.timeout):
-        client.error(client.terminated or
-                     f"timeout waiting for {want} server uni streams "
-                     f"({complete()} complete)")
+    await client.wait_or_fail(
+        lambda: complete() >= want, opts.timeout,
+        lambda: f"timeout waiting for {want} server uni streams "
+                f"({complete()} complete)")
     texts = []
     for s in client.peer_streams(unidirectional=True):
         if s.reset_code is not None:
@@ -345,26 +274,6 @@ async def scenario_echo(client, opts, report):
     )
 
 
-class HandshakeTimeout(Exception):
-    pass
-
-
-class HandshakeFailed(Exception):
-    pass
-
-
-def grow_receive_buffer(client):
-    """A bigger UDP receive buffer: a packet the kernel drops during the bulk
-    transfer could carry a datagram echo (never retransmitted)."""
-    sock = client._transport.get_extra_info("socket")
-    if sock is None:
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-    except OSError:
-        pass
-
-
 async def run(opts):
     report = {"summary": True, "scenario": opts.scenario, "url": opts.url}
     offered = BAD_ALPN if opts.scenario == "bad-alpn" else opts.alpn
@@ -382,50 +291,15 @@ async def run(opts):
     started = time.monotonic()
     ok = False
     created = []
-
-    def create_protocol(*args, **kwargs):
-        proto = RawClient(*args, **kwargs)
-        created.append(proto)
-        return proto
-
-    cfg = QuicConfiguration(
-        is_client=True,
-        alpn_protocols=[offered],
-        idle_timeout=max(5.0, opts.timeout),
-        max_data=64 * 1024 * 1024,
-        max_stream_data=16 * 1024 * 1024,
-        max_datagram_frame_size=65536,
-    )
-    cfg.server_name = opts.server_name or opts.host
-    if opts.insecure:
-        cfg.verify_mode = ssl.CERT_NONE
-    elif opts.ca:
-        cfg.load_verify_locations(cafile=opts.ca)
+    cfg = quic_configuration([offered], opts.timeout,
+                             opts.server_name or opts.host, opts.insecure,
+                             opts.ca, **BULK_FLOW_CONTROL,
+                             max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE)
 
     errors = []
     handshake_error = None
     try:
-        async with connect(opts.host, opts.port, configuration=cfg,
-                           create_protocol=create_protocol,
-                           wait_connected=False) as client:
-            grow_receive_buffer(client)
-            client.transmit()  # connect(wait_connected=False) holds it back
-            connected = asyncio.ensure_future(client.wait_connected())
-            done, _ = await asyncio.wait([connected], timeout=opts.timeout)
-            if not done:
-                waiter = client._connected_waiter
-                if waiter is not None:
-                    # set to ConnectionError when connect() closes the
-                    # connection; mark it retrieved so asyncio stays quiet
-                    waiter.add_done_callback(
-                        lambda f: f.cancelled() or f.exception())
-                connected.cancel()
-                await asyncio.gather(connected, return_exceptions=True)
-                client.closed_by_us = True  # connect() closes it on the way out
-                raise HandshakeTimeout(
-                    f"QUIC handshake timed out after {opts.timeout:g} s")
-            if connected.exception() is not None:
-                raise HandshakeFailed(client.terminated or "handshake failed")
+        async with connected_client(opts, cfg, RawClient, created) as client:
             report["alpn"] = client.alpn
             if opts.scenario == "bad-alpn":
                 report["connected"] = True
@@ -433,9 +307,7 @@ async def run(opts):
                              f"(negotiated ALPN {client.alpn!r})")
             else:
                 ok = await scenario_echo(client, opts, report)
-            if not client.terminated:
-                client.closed_by_us = True
-                client.close(error_code=0)
+            client.close_unless_terminated(0)
     except (HandshakeTimeout, HandshakeFailed) as exc:
         handshake_error = exc
     except Exception as exc:  # noqa: BLE001 - report everything
@@ -453,16 +325,9 @@ async def run(opts):
     elif handshake_error is not None:
         errors.append(f"connection failed: {handshake_error}")
 
-    if client is not None:
-        errors = client.errors + errors
-        if client.terminated and not client.closed_by_us and \
-                handshake_error is None and not any(
-                    client.terminated in e for e in errors):
-            errors.append(client.terminated)  # the server closed on us
-    report["errors"] = errors
-    report["elapsedMs"] = round((time.monotonic() - started) * 1000, 1)
-    report["ok"] = bool(ok) and not errors
-    return report
+    # a failed handshake is reported above (or expected, with bad-alpn)
+    return finish_report(report, client, errors, ok, started,
+                         peer_close_is_error=handshake_error is None)
 
 
 def parse_args(argv):
@@ -475,17 +340,8 @@ def parse_args(argv):
     p.add_argument("--alpn", default=DEFAULT_ALPN,
                    help=f"echo: ALPN to offer (default {DEFAULT_ALPN}); "
                         f"bad-alpn always offers {BAD_ALPN!r}")
-    p.add_argument("--insecure", action="store_true",
-                   help="do not verify the server certificate")
-    p.add_argument("--ca", default=None,
-                   help="PEM file with the CA / self-signed certificate to trust")
-    p.add_argument("--server-name", default=None,
-                   help="TLS server name (SNI + verification), default: URL host")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="limit in seconds for each individual wait")
-    p.add_argument("--collect", type=float, default=2.0,
-                   help="seconds to keep collecting datagram echoes after the "
-                        "last datagram was sent")
+    add_tls_args(p)
+    add_wait_args(p)
     p.add_argument("--close-wait", type=float, default=0.5,
                    help="seconds to linger after sending CONNECTION_CLOSE")
     p.add_argument("--datagrams", type=int, default=20,
@@ -500,14 +356,7 @@ def parse_args(argv):
     p.add_argument("--close-reason", default="bye",
                    help="echo: reason phrase of CONNECTION_CLOSE")
     opts = p.parse_args(argv)
-    parts = urlsplit(opts.url)
-    if parts.scheme != "https" or not parts.hostname:
-        p.error(f"unsupported url {opts.url!r}")
-    opts.host = parts.hostname
-    try:
-        opts.port = parts.port or 443
-    except ValueError:
-        p.error(f"bad port in {opts.url!r}")
+    parse_url(p, opts)
     if opts.timeout <= 0 or opts.collect < 0 or opts.close_wait < 0 or \
             opts.datagram_interval < 0:
         p.error("--timeout must be > 0, --collect/--close-wait/"
@@ -522,10 +371,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    opts = parse_args(sys.argv[1:] if argv is None else argv)
-    report = asyncio.run(run(opts))
-    emit(report)
-    return 0 if report["ok"] else 1
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

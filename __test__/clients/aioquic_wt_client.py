@@ -26,15 +26,9 @@ yields a failing report, never a hang.
 
 import argparse
 import asyncio
-import json
-import socket
-import ssl
 import sys
 import time
-from urllib.parse import urlsplit
 
-from aioquic.asyncio.client import connect
-from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.buffer import Buffer, BufferReadError, encode_uint_var
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import (
@@ -43,12 +37,26 @@ from aioquic.h3.events import (
     HeadersReceived,
     WebTransportStreamDataReceived,
 )
-from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
-    ConnectionTerminated,
     StopSendingReceived,
     StreamDataReceived,
     StreamReset,
+)
+
+from aioquic_common import (
+    BULK_FLOW_CONTROL,
+    MAX_DATAGRAM_FRAME_SIZE,
+    SETTING_H3_DATAGRAM,
+    RecvStream,
+    ScenarioClient,
+    add_tls_args,
+    add_wait_args,
+    parse_url,
+    pattern_bytes,
+    quic_configuration,
+    run_main,
+    run_session,
+    split_response_headers,
 )
 
 SCENARIOS = {
@@ -59,10 +67,7 @@ SCENARIOS = {
     "many-datagrams": "/echo",
 }
 
-H3_NO_ERROR = 0x100
-RECEIVE_BUFFER = 4 * 1024 * 1024
 SETTING_ENABLE_CONNECT_PROTOCOL = 0x08
-SETTING_H3_DATAGRAM = 0x33
 SETTING_H3_DATAGRAM_OLD = 0xFFD277
 SETTING_ENABLE_WEBTRANSPORT = 0x2B603742
 
@@ -91,40 +96,13 @@ def fmt_code(h):
     return f"0x{h:x}" if n is None else f"0x{h:x} (webtransport {n})"
 
 
-def pattern_bytes(size, offset=0):
-    """byte i = (offset + i) % 251, same pattern as aioquic_client.py."""
-    start = offset % 251
-    reps = (start + size) // 251 + 1
-    return (bytes(range(251)) * reps)[start:start + size]
-
-
 def close_capsule(code, reason):
     payload = code.to_bytes(4, "big") + reason.encode("utf-8")
     return (encode_uint_var(CAPSULE_CLOSE_SESSION)
             + encode_uint_var(len(payload)) + payload)
 
 
-def emit(obj):
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
-
-
-class WtStream:
-    """Receive side of one WebTransport stream (either direction)."""
-
-    def __init__(self, stream_id):
-        self.stream_id = stream_id
-        self.data = bytearray()
-        self.ended = False
-        self.reset_code = None  # HTTP/3 error code of a RESET_STREAM
-        self.stop_sending_code = None
-
-    @property
-    def done(self):
-        return self.ended or self.reset_code is not None
-
-
-class WtClient(QuicConnectionProtocol):
+class WtClient(ScenarioClient):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.http = H3Connection(self._quic, enable_webtransport=True)
@@ -140,53 +118,19 @@ class WtClient(QuicConnectionProtocol):
         self.own_streams = {}  # client-opened bidi WT streams, handled raw
         self.incoming = {}  # peer-opened WT streams by id, in arrival order
         self.datagrams = []  # payloads received on our session
-        self.terminated = None
-        self.errors = []
-        self.closed_by_us = False
-        self._changed = self._loop.create_future()
-
-    # -- plumbing ------------------------------------------------------------
-    def _wake(self):
-        fut, self._changed = self._changed, self._loop.create_future()
-        fut.set_result(None)
 
     def datagram_received(self, data, addr):
         super().datagram_received(data, addr)
         self._wake()  # ACKs too: lets senders see a drained datagram queue
 
-    async def wait_until(self, cond, timeout):
-        """Wait for cond() (re-checked on every event); False on timeout or
-        when the connection is gone."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if cond():
-                return True
-            if self.terminated:
-                return False
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            # asyncio.wait never swallows a cancellation (unlike wait_for)
-            await asyncio.wait([self._changed], timeout=remaining)
-
-    def error(self, msg):
-        if msg not in self.errors:
-            self.errors.append(msg)
+    def add_to_report(self, report):
+        if self.capsule_types:
+            report["otherCapsules"] = [hex(t) for t in self.capsule_types]
+        if self.drain_received:
+            report["drainReceived"] = True
 
     # -- events --------------------------------------------------------------
-    def quic_event_received(self, event):
-        try:
-            self._quic_event(event)
-        finally:
-            self._wake()
-
     def _quic_event(self, event):
-        if isinstance(event, ConnectionTerminated):
-            self.terminated = (
-                f"connection terminated: code=0x{event.error_code:x} "
-                f"reason={event.reason_phrase!r}"
-            )
-            return
         sid = getattr(event, "stream_id", None)
         own = self.own_streams.get(sid)
         if own is not None:
@@ -219,7 +163,7 @@ class WtClient(QuicConnectionProtocol):
                               self.http._peer_encoder_stream_id)):
             # a server stream reset before its WT header arrived: it cannot
             # be attributed to a session, but it is surely not HTTP/3 traffic
-            st = self.incoming[sid] = WtStream(sid)
+            st = self.incoming[sid] = RecvStream(sid)
             st.reset_code = event.error_code
             if sid % 4 == 1:
                 return  # bidi: keep H3Connection from sending a QPACK cancel
@@ -233,7 +177,7 @@ class WtClient(QuicConnectionProtocol):
                            f"{event.session_id}")
             st = self.incoming.get(event.stream_id)
             if st is None:
-                st = self.incoming[event.stream_id] = WtStream(event.stream_id)
+                st = self.incoming[event.stream_id] = RecvStream(event.stream_id)
             st.data += event.data
             if event.stream_ended:
                 st.ended = True
@@ -245,15 +189,7 @@ class WtClient(QuicConnectionProtocol):
         elif isinstance(event, HeadersReceived):
             if event.stream_id != self.session_id:
                 return
-            status = None
-            fields = {}
-            for name, value in event.headers:
-                k = name.decode("latin-1").lower()
-                v = value.decode("utf-8", "replace")
-                if k == ":status":
-                    status = int(v)
-                elif not k.startswith(":"):
-                    fields[k] = v if k not in fields else fields[k] + ", " + v
+            status, fields = split_response_headers(event.headers)
             if self.status is None and status is not None and \
                     not (100 <= status < 200):
                 self.status = status
@@ -326,12 +262,8 @@ class WtClient(QuicConnectionProtocol):
         sid = self.http.create_webtransport_stream(
             self.session_id, is_unidirectional=unidirectional)
         if not unidirectional:
-            self.own_streams[sid] = WtStream(sid)
+            self.own_streams[sid] = RecvStream(sid)
         return sid
-
-    def write(self, stream_id, data, fin=False):
-        self._quic.send_stream_data(stream_id, data, end_stream=fin)
-        self.transmit()
 
     def send_datagram(self, payload):
         self.http.send_datagram(self.session_id, payload)
@@ -357,9 +289,9 @@ class WtClient(QuicConnectionProtocol):
 
 async def establish(client, opts, report):
     """Wait for SETTINGS, send the CONNECT, wait for the final status."""
-    if not await client.wait_until(
-            lambda: client.http.received_settings is not None, opts.timeout):
-        client.error(client.terminated or "timeout waiting for server SETTINGS")
+    await client.wait_or_fail(
+        lambda: client.http.received_settings is not None, opts.timeout,
+        "timeout waiting for server SETTINGS")
     settings = client.http.received_settings or {}
     report["settings"] = {hex(k): v for k, v in sorted(settings.items())
                           if k in (SETTING_ENABLE_CONNECT_PROTOCOL,
@@ -377,10 +309,10 @@ async def establish(client, opts, report):
     if client.terminated:
         return False
     client.open_session(opts.authority, opts.path, opts.origin)
-    if not await client.wait_until(
-            lambda: client.status is not None or client.session_fin
-            or client.session_reset is not None, opts.timeout):
-        client.error(client.terminated or "timeout waiting for CONNECT response")
+    await client.wait_or_fail(
+        lambda: client.status is not None or client.session_fin
+        or client.session_reset is not None, opts.timeout,
+        "timeout waiting for CONNECT response")
     report["status"] = client.status
     ready = client.status is not None and 200 <= client.status < 300
     if client.status is None and client.session_reset is not None:
@@ -428,18 +360,12 @@ async def collect_echo_datagrams(client, opts, report):
 async def bidi_echo(client, opts, report):
     sid = client.open_stream(unidirectional=False)
     body = pattern_bytes(opts.bidi_bytes)
-    chunk = 64 * 1024
-    for off in range(0, len(body), chunk):
-        end = min(off + chunk, len(body))
-        client.write(sid, body[off:end], fin=end == len(body))
-        await asyncio.sleep(0)
-    if not body:
-        client.write(sid, b"", fin=True)
+    await client.write_in_chunks(sid, body)
     st = client.own_streams[sid]
-    if not await client.wait_until(lambda: st.done, opts.timeout):
-        client.error(client.terminated or
-                     f"timeout reading bidi echo ({len(st.data)} of "
-                     f"{len(body)} bytes)")
+    await client.wait_or_fail(
+        lambda: st.done, opts.timeout,
+        lambda: f"timeout reading bidi echo ({len(st.data)} of "
+                f"{len(body)} bytes)")
     if st.reset_code is not None:
         client.error(f"bidi echo stream reset: code={fmt_code(st.reset_code)}")
     report["bidiBytes"] = len(st.data)
@@ -458,15 +384,13 @@ async def answer_server_bidi(client, opts, report):
                 return st
         return None
 
-    if not await client.wait_until(lambda: first_server_bidi() is not None,
-                                   opts.timeout):
-        client.error(client.terminated or
-                     "timeout waiting for the server's bidi stream")
+    if not await client.wait_or_fail(
+            lambda: first_server_bidi() is not None, opts.timeout,
+            "timeout waiting for the server's bidi stream"):
         return
     st = first_server_bidi()
-    if not await client.wait_until(lambda: st.done, opts.timeout):
-        client.error(client.terminated or
-                     "timeout reading the server's bidi stream")
+    await client.wait_or_fail(lambda: st.done, opts.timeout,
+                              "timeout reading the server's bidi stream")
     if st.reset_code is not None:
         client.error(f"server bidi stream reset: code={fmt_code(st.reset_code)}")
     text = bytes(st.data).decode("utf-8", "replace")
@@ -479,11 +403,10 @@ async def collect_uni(client, opts, report, want=2):
     def unis():
         return [s for s in client.incoming.values() if s.stream_id % 4 == 3]
 
-    if not await client.wait_until(
-            lambda: sum(1 for s in unis() if s.done) >= want, opts.timeout):
-        client.error(client.terminated or
-                     f"timeout waiting for {want} server uni streams "
-                     f"({sum(1 for s in unis() if s.done)} complete)")
+    await client.wait_or_fail(
+        lambda: sum(1 for s in unis() if s.done) >= want, opts.timeout,
+        lambda: f"timeout waiting for {want} server uni streams "
+                f"({sum(1 for s in unis() if s.done)} complete)")
     texts = []
     for s in unis():
         if s.reset_code is not None:
@@ -536,11 +459,9 @@ async def scenario_server_close(client, opts, report):
     report.update({"closed": None, "serverFin": False})
     if not await establish(client, opts, report):
         return False
-    if not await client.wait_until(
-            lambda: client.session_fin or client.session_reset is not None,
-            opts.timeout):
-        client.error(client.terminated or
-                     "timeout waiting for the server to close the session")
+    await client.wait_or_fail(
+        lambda: client.session_fin or client.session_reset is not None,
+        opts.timeout, "timeout waiting for the server to close the session")
     report["closed"] = client.close_received
     report["serverFin"] = client.session_fin
     if client.session_reset is not None:
@@ -579,11 +500,10 @@ async def scenario_many_datagrams(client, opts, report):
         client.transmit()
         # do not let aioquic's datagram queue grow: wait until the congestion
         # window let this burst out (bounded), then yield to the receive path
-        if client.datagrams_queued() and not await client.wait_until(
-                lambda: client.datagrams_queued() == 0, opts.timeout):
-            client.error(client.terminated or
-                         f"datagram send queue stalled for {opts.timeout:g} s "
-                         f"({client.datagrams_queued()} queued)")
+        if client.datagrams_queued() and not await client.wait_or_fail(
+                lambda: client.datagrams_queued() == 0, opts.timeout,
+                lambda: f"datagram send queue stalled for {opts.timeout:g} s "
+                        f"({client.datagrams_queued()} queued)"):
             break
         await asyncio.sleep(0)
     send_done = time.monotonic()
@@ -606,27 +526,6 @@ async def scenario_many_datagrams(client, opts, report):
     return sent == opts.count and len(seen) > 0
 
 
-class HandshakeTimeout(Exception):
-    pass
-
-
-class HandshakeFailed(Exception):
-    pass
-
-
-def grow_receive_buffer(client):
-    """A bigger UDP receive buffer: a Python receiver drains the socket
-    slowly, and a packet dropped by the kernel during a bulk transfer can
-    carry a datagram echo (those are never retransmitted)."""
-    sock = client._transport.get_extra_info("socket")
-    if sock is None:
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-    except OSError:
-        pass  # the kernel caps it at net.core.rmem_max anyway
-
-
 RUNNERS = {
     "echo": scenario_echo,
     "server-close": scenario_server_close,
@@ -639,76 +538,13 @@ async def run(opts):
     report = {"summary": True, "scenario": opts.scenario, "url": opts.url,
               "ready": False, "status": None}
     started = time.monotonic()
-    ok = False
-    created = []
-
-    def create_protocol(*args, **kwargs):
-        proto = WtClient(*args, **kwargs)
-        created.append(proto)
-        return proto
-
-    cfg = QuicConfiguration(
-        is_client=True,
-        alpn_protocols=H3_ALPN,
-        idle_timeout=max(5.0, opts.timeout),
-        max_data=64 * 1024 * 1024,
-        max_stream_data=16 * 1024 * 1024,
-        max_datagram_frame_size=65536,
-    )
-    cfg.server_name = opts.server_name or opts.host
-    if opts.insecure:
-        cfg.verify_mode = ssl.CERT_NONE
-    elif opts.ca:
-        cfg.load_verify_locations(cafile=opts.ca)
-
-    errors = []
-    try:
-        async with connect(opts.host, opts.port, configuration=cfg,
-                           create_protocol=create_protocol,
-                           wait_connected=False) as client:
-            grow_receive_buffer(client)
-            client.transmit()  # connect(wait_connected=False) holds it back
-            connected = asyncio.ensure_future(client.wait_connected())
-            done, _ = await asyncio.wait([connected], timeout=opts.timeout)
-            if not done:
-                waiter = client._connected_waiter
-                if waiter is not None:
-                    # set to ConnectionError when connect() closes the
-                    # connection; mark it retrieved so asyncio stays quiet
-                    waiter.add_done_callback(
-                        lambda f: f.cancelled() or f.exception())
-                connected.cancel()
-                await asyncio.gather(connected, return_exceptions=True)
-                client.closed_by_us = True  # connect() closes it on the way out
-                raise HandshakeTimeout(
-                    f"QUIC handshake timed out after {opts.timeout:g} s")
-            if connected.exception() is not None:
-                raise HandshakeFailed(client.terminated or "handshake failed")
-            try:
-                ok = await RUNNERS[opts.scenario](client, opts, report)
-            finally:
-                if not client.terminated:
-                    client.closed_by_us = True
-                    client.close(error_code=H3_NO_ERROR)
-    except (HandshakeTimeout, HandshakeFailed) as exc:
-        errors.append(f"connection failed: {exc}")
-    except Exception as exc:  # noqa: BLE001 - report everything
-        errors.append(f"{type(exc).__name__}: {exc}")
-    if created:
-        client = created[0]
-        errors = client.errors + errors
-        if client.capsule_types:
-            report["otherCapsules"] = [hex(t) for t in client.capsule_types]
-        if client.drain_received:
-            report["drainReceived"] = True
-        if client.terminated and not client.closed_by_us and not any(
-                client.terminated in e for e in errors):
-            errors.append(client.terminated)  # the server closed on us
-    report["errors"] = errors
-    if "elapsedMs" not in report or opts.scenario != "many-datagrams":
-        report["elapsedMs"] = round((time.monotonic() - started) * 1000, 1)
-    report["ok"] = bool(ok) and not errors
-    return report
+    cfg = quic_configuration(H3_ALPN, opts.timeout,
+                             opts.server_name or opts.host, opts.insecure,
+                             opts.ca, **BULK_FLOW_CONTROL,
+                             max_datagram_frame_size=MAX_DATAGRAM_FRAME_SIZE)
+    return await run_session(
+        opts, cfg, WtClient, report, started,
+        lambda client: RUNNERS[opts.scenario](client, opts, report))
 
 
 def parse_args(argv):
@@ -718,19 +554,10 @@ def parse_args(argv):
                    help="https://host:port[/path]; without a path the "
                         "scenario's default is used (/echo, /close, /refuse)")
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="echo")
-    p.add_argument("--insecure", action="store_true",
-                   help="do not verify the server certificate")
-    p.add_argument("--ca", default=None,
-                   help="PEM file with the CA / self-signed certificate to trust")
-    p.add_argument("--server-name", default=None,
-                   help="TLS server name (SNI + verification), default: URL host")
+    add_tls_args(p)
     p.add_argument("--origin", default=None,
                    help="origin header (default https://<authority>)")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="limit in seconds for each individual wait")
-    p.add_argument("--collect", type=float, default=2.0,
-                   help="seconds to keep collecting datagram echoes after the "
-                        "last datagram was sent")
+    add_wait_args(p)
     p.add_argument("--fin-wait", type=float, default=2.0,
                    help="seconds to wait for the server's FIN after our close")
     # echo
@@ -753,16 +580,9 @@ def parse_args(argv):
     p.add_argument("--burst", type=int, default=32,
                    help="many-datagrams: datagrams queued per burst")
     opts = p.parse_args(argv)
-    parts = urlsplit(opts.url)
-    if parts.scheme != "https" or not parts.hostname:
-        p.error(f"unsupported url {opts.url!r}")
-    opts.host = parts.hostname
-    opts.port = parts.port or 443
-    opts.authority = parts.netloc
-    path = parts.path if parts.path not in ("", "/") else SCENARIOS[opts.scenario]
-    if parts.query:
-        path += "?" + parts.query
-    opts.path = path
+    # a bad port still ends in a traceback (exit 1) here, as it always did
+    parse_url(p, opts, SCENARIOS[opts.scenario],
+              bad_port_is_usage_error=False)
     if opts.origin is None:
         opts.origin = f"https://{opts.authority}"
     if opts.timeout <= 0 or opts.collect < 0 or opts.fin_wait < 0:
@@ -777,10 +597,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
-    opts = parse_args(sys.argv[1:] if argv is None else argv)
-    report = asyncio.run(run(opts))
-    emit(report)
-    return 0 if report["ok"] else 1
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":
