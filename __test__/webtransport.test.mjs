@@ -279,3 +279,33 @@ test('close races: mid-write close, close twice, connection lost before accept, 
   await c3.close()
   t.is(server.webTransportSessions, 0)
 })
+
+test('serve({ fetch }): a WebTransport request reaches fetch as GET + upgrade and is accepted there', async (t) => {
+  const { serve } = await import('../dist/index.js')
+  const server = await serve({
+    host: '127.0.0.1',
+    port: 0,
+    webTransport: true,
+    fetch: (request, info) => {
+      if (request.headers.get('upgrade') !== 'webtransport') return new Response('plain')
+      if (new URL(request.url).pathname !== '/wt') return new Response('no such session', { status: 404 })
+      const session = info.acceptWebTransport()
+      session.createUnidirectionalStream().then((w) => writeAll(w, Buffer.from(`method seen: ${request.method}`)))
+      return new Response(null, { status: 200 })
+    },
+  })
+  t.teardown(() => server.close(100))
+  const c = new Client({ ca: server.certificate.cert })
+  t.teardown(() => c.close())
+  const base = `https://127.0.0.1:${server.address().port}`
+  t.is(await (await c.fetch(`${base}/`)).text(), 'plain')
+  const wt = c.webTransport(`${base}/wt`)
+  await wt.ready
+  const reader = wt.incomingUnidirectionalStreams.getReader()
+  const { value } = await reader.read()
+  t.is((await readAll(value)).toString(), 'method seen: GET')
+  const refused = c.webTransport(`${base}/other`)
+  const err = await t.throwsAsync(refused.ready)
+  t.is(err.status, 404)
+  wt.close()
+})

@@ -190,13 +190,22 @@ export class IncomingRequest {
   }
 
   /**
-   * The request as a standard `Request` (built on first access). A CONNECT
-   * (such as WebTransport) has no `Request` form (the platform forbids the
-   * method): `method`, `url`, `headers` and `protocol` describe it, and
-   * reading `request` throws `ERR_H3_CONNECT_REQUEST`.
+   * The request as a standard `Request` (built on first access). The
+   * platform's `Request` cannot be a CONNECT, so a WebTransport session
+   * request appears as a `GET` with `upgrade: webtransport` (the way
+   * WebSocket upgrades look to fetch handlers); accept it with
+   * {@link acceptWebTransport}. Reading `request` of any other CONNECT
+   * throws `ERR_H3_CONNECT_REQUEST`: `method`, `url`, `headers` and
+   * `protocol` describe it.
    */
   get request(): Request {
     if (this.#request) return this.#request
+    if (this.isWebTransport) {
+      const headers = toHeaders(this.#fields)
+      headers.set('upgrade', 'webtransport')
+      this.#request = new Request(this.#url, { method: 'GET', headers, signal: this.#state.abort.signal })
+      return this.#request
+    }
     if (this.#method === 'CONNECT') {
       throw new H3Error('ERR_H3_CONNECT_REQUEST', `a CONNECT request has no Request form; use req.method, req.url, req.headers and req.protocol`)
     }
@@ -848,7 +857,9 @@ export interface ServeOptions extends ListenOptions {
   /**
    * Takes WebTransport session requests (with `webTransport: true`): call
    * `req.acceptWebTransport()` or refuse with `req.respond()`. Without it
-   * they get 404.
+   * they go to `fetch` as a `GET` with `upgrade: webtransport`, where
+   * `info.acceptWebTransport()` accepts (the returned `Response` is then
+   * ignored) and a non-2xx `Response` refuses.
    */
   onWebTransport?: (req: IncomingRequest) => void
 }
@@ -872,8 +883,7 @@ export async function serve(options: ServeOptions): Promise<Server> {
     throw new H3Error('ERR_H3_INVALID_OPTION', 'option onWebTransport must be a function')
   }
   server.setHandler((req) => {
-    if (req.isWebTransport) {
-      if (!onWebTransport) return void req.respond(new Response(null, { status: 404 }))
+    if (req.isWebTransport && onWebTransport) {
       try {
         onWebTransport(req)
       } catch (err) {
@@ -882,12 +892,20 @@ export async function serve(options: ServeOptions): Promise<Server> {
       }
       return
     }
-    if (req.method === 'CONNECT') return void req.respond(new Response(null, { status: 405 }))
+    if (req.method === 'CONNECT' && !req.isWebTransport) return void req.respond(new Response(null, { status: 405 }))
     let res: Response | PromiseLike<Response>
     try {
       res = handler(req.request, req)
     } catch (err) {
       res = Promise.reject(err)
+    }
+    if (req.isWebTransport) {
+      // Accepted inside the handler: its Response has nothing left to say.
+      void Promise.resolve(res).then(
+        (r) => (req.responded ? void r?.body?.cancel().catch(() => {}) : req.respond(r)),
+        (err) => (req.responded ? server.reportError(err, req) : req.respond(Promise.reject(err))),
+      )
+      return
     }
     void req.respond(res)
   })
