@@ -92,3 +92,45 @@ test('examples/webtransport-chat: a browser and a Node client chat through the s
   await page.waitForFunction(() => window.chat.events.some((e) => e.text === 'hello from node'), null, { timeout: 10_000 })
   t.true(typing.some((d) => d.startsWith(`${browserName}:`)), `typing datagrams: ${JSON.stringify(typing)}`)
 })
+
+/** Runs an example to completion; resolves with its stdout. */
+function runExample(file, args = [], timeout = 60_000) {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [file, ...args], { cwd: root, timeout }, (err, stdout, stderr) =>
+      err ? reject(Object.assign(err, { stdout, stderr })) : resolve(stdout))
+  })
+}
+
+test('examples/hello.js answers the package client', async (t) => {
+  const hello = spawn(process.execPath, ['examples/hello.js'], { cwd: root, env: { ...process.env, PORT: '0' }, stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => hello.kill('SIGKILL'))
+  let origin
+  let pin
+  for await (const line of createInterface({ input: hello.stdout })) {
+    origin ??= /on (https:\/\/\S+?)\//.exec(line)?.[1]
+    pin ??= /certificate sha256: ([0-9a-f]{64})/.exec(line)?.[1]
+    if (origin && pin) break
+  }
+  const { Client } = await import('../dist/index.js')
+  const client = new Client({ pinnedCertificates: [pin] })
+  t.teardown(() => client.close())
+  const res = await client.fetch(`${origin}/`)
+  t.regex(await res.text(), /^Hello over h3 from 127\.0\.0\.1!/)
+})
+
+test('examples/streaming.js uploads and downloads with progress', async (t) => {
+  const out = await runExample('examples/streaming.js', ['8'])
+  t.regex(out, /client sent: 8\.0 of 8\.0 MiB \(100%\)/)
+  t.regex(out, /server received: 8\.0 of 8\.0 MiB \(100%\)/)
+  t.regex(out, /upload: server counted 8388608 bytes/)
+  t.regex(out, /client received: 8\.0 of 8\.0 MiB \(100%\)/)
+  t.regex(out, /download: 8388608 bytes/)
+})
+
+test('examples/datagram-echo.js echoes datagrams and reports the counts', async (t) => {
+  const out = await runExample('examples/datagram-echo.js', ['100'])
+  const m = /client: sent 100, echoed (\d+)/.exec(out)
+  t.truthy(m, out)
+  t.true(Number(m[1]) >= 90, out)
+  t.regex(out, /server session: \{"received":\d+,"sent":\d+,"droppedIncoming":\d+,"droppedTooLarge":0\}/)
+})

@@ -350,8 +350,11 @@ export class SessionBase {
   readonly incomingBidirectionalStreams: ReadableStream<WebTransportBidirectionalStream>
   /** Unidirectional streams the peer opens (each a readable of bytes). */
   readonly incomingUnidirectionalStreams: ReadableStream<ReadableStream<Uint8Array>>
+  /** @internal */
   protected port: SessionPort | null
+  /** @internal */
   protected limits: SessionLimits
+  /** @internal */
   protected ended: unknown = undefined
   #subs = new Map<number, Sub>()
   #bidi = new Incoming<WebTransportBidirectionalStream>()
