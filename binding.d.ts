@@ -3,66 +3,20 @@
 
 /** An HTTP/3 client: a set of connections sharing one event queue. */
 export declare class NativeClient {
-  /** A client; `on_batch` as for the server. */
-  static create(options: NativeClientOptions, onBatch: BatchFn): NativeClient
-  /** Connects to `host:port` (an IP address); resolves to a connection id. */
-  connect(host: string, port: number, serverName?: string | undefined | null): Promise<number>
-  /**
-   * Opens a request stream with its header section; returns the stream
-   * id, or -1 if the connection is gone.
-   */
-  request(conn: number, headers: Array<string>, fin: boolean): number
-  /** Takes every queued event. */
-  takeEvents(): Array<NativeEvent>
-  /** Sends trailers (or any header section) on a stream. */
-  sendHeaders(conn: number, stream: number, headers: Array<string>, fin: boolean): boolean
-  /** Sends body bytes. */
-  write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean
-  /** Returns read credit for a response body. */
-  grant(conn: number, stream: number, bytes: number): boolean
-  /** RESET_STREAM + STOP_SENDING. */
-  reset(conn: number, stream: number, code: number): boolean
-  /**
-   * Opens a stream: raw QUIC, or WebTransport in session `session`
-   * (-1: none). Returns its id, or -1 if the connection is gone.
-   */
-  openStream(conn: number, bidi: boolean, session: number): number
-  /** Sends a datagram on flow `stream` (raw QUIC: ignored). */
-  sendDatagram(conn: number, stream: number, data: Uint8Array): boolean
-  /** Closes WebTransport session `stream` with a code and reason. */
-  closeSession(conn: number, stream: number, code: number, reason: string): boolean
-  /** STOP_SENDING with `code`. */
-  stopSending(conn: number, stream: number, code: number): boolean
-  /** Closes one connection. */
-  closeConnection(conn: number, code: number, reason: string): boolean
-  /** Transport statistics of one connection. */
-  stats(conn: number): Promise<NativeStats | null>
-  /** Open connections. */
-  connectionCount(): number
-  /** Closes every connection and releases the runtime. */
-  release(): void
-}
-
-/** A listening HTTP/3 server. */
-export declare class NativeServer {
-  /**
-   * Binds and starts; `on_batch` is called (with no useful argument) when
-   * events are waiting in `take_events()`.
-   */
-  static listen(options: NativeServerOptions, onBatch: BatchFn): NativeServer
   /** Takes every event queued since the last call. */
   takeEvents(): Array<NativeEvent>
-  /** The bound address. */
-  address(): Array<string>
   /** Open connections. */
   connectionCount(): number
-  /** Sends a header section (flat name/value list). */
+  /**
+   * Sends a header section (flat name/value list): a response head,
+   * trailers, or a client's request.
+   */
   sendHeaders(conn: number, stream: number, headers: Array<string>, fin: boolean): boolean
-  /** Sends body bytes. */
+  /** Sends body bytes (`fin` ends the stream). */
   write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean
-  /** Returns read credit for a request body. */
+  /** Returns read credit for a received body. */
   grant(conn: number, stream: number, bytes: number): boolean
-  /** RESET_STREAM + STOP_SENDING with `code`. */
+  /** RESET_STREAM (and, on requests, STOP_SENDING) with `code`. */
   reset(conn: number, stream: number, code: number): boolean
   /** STOP_SENDING with `code`. */
   stopSending(conn: number, stream: number, code: number): boolean
@@ -79,6 +33,28 @@ export declare class NativeServer {
   closeConnection(conn: number, code: number, reason: string): boolean
   /** Transport statistics of one connection (null once it is gone). */
   stats(conn: number): Promise<NativeStats | null>
+  /** A client; `on_batch` as for the server. */
+  static create(options: NativeClientOptions, onBatch: BatchFn): NativeClient
+  /** Connects to `host:port` (an IP address); resolves to a connection id. */
+  connect(host: string, port: number, serverName?: string | undefined | null): Promise<number>
+  /**
+   * Opens a request stream with its header section; returns the stream
+   * id, or -1 if the connection is gone.
+   */
+  request(conn: number, headers: Array<string>, fin: boolean): number
+  /** Closes every connection and releases the runtime. */
+  release(): void
+}
+
+/** A listening HTTP/3 server. */
+export declare class NativeServer {
+  /**
+   * Binds and starts; `on_batch` is called (with no useful argument) when
+   * events are waiting in `take_events()`.
+   */
+  static listen(options: NativeServerOptions, onBatch: BatchFn): NativeServer
+  /** The bound address. */
+  address(): Array<string>
   /**
    * GOAWAY to every connection, stop accepting, close the rest after
    * `grace_ms`. A ServerClosed event follows.
@@ -89,6 +65,36 @@ export declare class NativeServer {
    * once, after the ServerClosed event.
    */
   release(): void
+  /** Takes every event queued since the last call. */
+  takeEvents(): Array<NativeEvent>
+  /** Open connections. */
+  connectionCount(): number
+  /**
+   * Sends a header section (flat name/value list): a response head,
+   * trailers, or a client's request.
+   */
+  sendHeaders(conn: number, stream: number, headers: Array<string>, fin: boolean): boolean
+  /** Sends body bytes (`fin` ends the stream). */
+  write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean
+  /** Returns read credit for a received body. */
+  grant(conn: number, stream: number, bytes: number): boolean
+  /** RESET_STREAM (and, on requests, STOP_SENDING) with `code`. */
+  reset(conn: number, stream: number, code: number): boolean
+  /** STOP_SENDING with `code`. */
+  stopSending(conn: number, stream: number, code: number): boolean
+  /**
+   * Opens a stream: raw QUIC, or WebTransport in session `session`
+   * (-1: none). Returns its id, or -1 if the connection is gone.
+   */
+  openStream(conn: number, bidi: boolean, session: number): number
+  /** Sends a datagram on flow `stream` (raw QUIC: ignored). */
+  sendDatagram(conn: number, stream: number, data: Uint8Array): boolean
+  /** Closes WebTransport session `stream` with a code and reason. */
+  closeSession(conn: number, stream: number, code: number, reason: string): boolean
+  /** Closes one connection with an application error code. */
+  closeConnection(conn: number, code: number, reason: string): boolean
+  /** Transport statistics of one connection (null once it is gone). */
+  stats(conn: number): Promise<NativeStats | null>
 }
 
 /** SHA-256 (hex) of the first certificate of a PEM chain, or null. */

@@ -268,6 +268,24 @@ pub struct NativeServer {
     released: bool,
 }
 
+impl NativeServer {
+    fn conn(&self, id: u32) -> Option<Arc<bridge::ConnHandle>> {
+        self.inner.conn(id)
+    }
+
+    fn send(&self, conn: u32, cmd: Command) -> bool {
+        self.inner.command(conn, cmd)
+    }
+
+    fn sink(&self) -> &Arc<EventSink> {
+        self.inner.sink()
+    }
+
+    fn open_connections(&self) -> usize {
+        self.inner.connection_count()
+    }
+}
+
 #[napi]
 impl NativeServer {
     /// Binds and starts; `on_batch` is called (with no useful argument) when
@@ -305,12 +323,6 @@ impl NativeServer {
         }
     }
 
-    /// Takes every event queued since the last call.
-    #[napi]
-    pub fn take_events(&self) -> Vec<NativeEvent> {
-        to_js(self.inner.sink().take())
-    }
-
     /// The bound address.
     #[napi]
     pub fn address(&self) -> Vec<String> {
@@ -320,124 +332,6 @@ impl NativeServer {
             a.port().to_string(),
             if a.is_ipv6() { "IPv6" } else { "IPv4" }.into(),
         ]
-    }
-
-    /// Open connections.
-    #[napi]
-    pub fn connection_count(&self) -> u32 {
-        self.inner.connection_count() as u32
-    }
-
-    /// Sends a header section (flat name/value list).
-    #[napi]
-    pub fn send_headers(&self, conn: u32, stream: i64, headers: Vec<String>, fin: bool) -> bool {
-        self.inner.command(
-            conn,
-            Command::Headers {
-                stream: stream as u64,
-                headers,
-                fin,
-            },
-        )
-    }
-
-    /// Sends body bytes.
-    #[napi]
-    pub fn write(&self, conn: u32, stream: i64, data: &[u8], fin: bool) -> bool {
-        self.inner.command(
-            conn,
-            Command::Write {
-                stream: stream as u64,
-                data: data.to_vec(),
-                fin,
-            },
-        )
-    }
-
-    /// Returns read credit for a request body.
-    #[napi]
-    pub fn grant(&self, conn: u32, stream: i64, bytes: f64) -> bool {
-        self.inner.command(
-            conn,
-            Command::Grant {
-                stream: stream as u64,
-                bytes: bytes as u64,
-            },
-        )
-    }
-
-    /// RESET_STREAM + STOP_SENDING with `code`.
-    #[napi]
-    pub fn reset(&self, conn: u32, stream: i64, code: f64) -> bool {
-        self.inner.command(
-            conn,
-            Command::Reset {
-                stream: stream as u64,
-                code: code as u64,
-            },
-        )
-    }
-
-    /// STOP_SENDING with `code`.
-    #[napi]
-    pub fn stop_sending(&self, conn: u32, stream: i64, code: f64) -> bool {
-        self.inner.command(
-            conn,
-            Command::StopSending {
-                stream: stream as u64,
-                code: code as u64,
-            },
-        )
-    }
-
-    /// Opens a stream: raw QUIC, or WebTransport in session `session`
-    /// (-1: none). Returns its id, or -1 if the connection is gone.
-    #[napi]
-    pub fn open_stream(&self, conn: u32, bidi: bool, session: i64) -> i64 {
-        open_stream(self.inner.conn(conn), bidi, session)
-    }
-
-    /// Sends a datagram on flow `stream` (raw QUIC: ignored).
-    #[napi]
-    pub fn send_datagram(&self, conn: u32, stream: i64, data: &[u8]) -> bool {
-        self.inner.command(
-            conn,
-            Command::Datagram {
-                stream: stream as u64,
-                data: data.to_vec(),
-            },
-        )
-    }
-
-    /// Closes WebTransport session `stream` with a code and reason.
-    #[napi]
-    pub fn close_session(&self, conn: u32, stream: i64, code: u32, reason: String) -> bool {
-        self.inner.command(
-            conn,
-            Command::CloseSession {
-                stream: stream as u64,
-                code,
-                reason,
-            },
-        )
-    }
-
-    /// Closes one connection with an application error code.
-    #[napi]
-    pub fn close_connection(&self, conn: u32, code: f64, reason: String) -> bool {
-        self.inner.command(
-            conn,
-            Command::Close {
-                code: code as u64,
-                reason,
-            },
-        )
-    }
-
-    /// Transport statistics of one connection (null once it is gone).
-    #[napi(ts_return_type = "Promise<NativeStats | null>")]
-    pub fn stats<'e>(&self, env: &'e Env, conn: u32) -> Result<Object<'e>> {
-        stats_promise(env, |c| self.inner.command(conn, c))
     }
 
     /// GOAWAY to every connection, stop accepting, close the rest after
@@ -459,6 +353,121 @@ impl NativeServer {
         }
     }
 }
+
+/// The per-connection commands NativeServer and NativeClient both take,
+/// written once and expanded into each class (napi wants them on the class).
+/// Each class provides `conn`, `send`, `sink` and `open_connections`.
+macro_rules! connection_commands {
+    ($class:ident) => {
+        #[napi]
+        impl $class {
+            /// Takes every event queued since the last call.
+            #[napi]
+            pub fn take_events(&self) -> Vec<NativeEvent> {
+                to_js(self.sink().take())
+            }
+
+            /// Open connections.
+            #[napi]
+            pub fn connection_count(&self) -> u32 {
+                self.open_connections() as u32
+            }
+
+            /// Sends a header section (flat name/value list): a response head,
+            /// trailers, or a client's request.
+            #[napi]
+            pub fn send_headers(
+                &self,
+                conn: u32,
+                stream: i64,
+                headers: Vec<String>,
+                fin: bool,
+            ) -> bool {
+                let stream = stream as u64;
+                self.send(
+                    conn,
+                    Command::Headers {
+                        stream,
+                        headers,
+                        fin,
+                    },
+                )
+            }
+
+            /// Sends body bytes (`fin` ends the stream).
+            #[napi]
+            pub fn write(&self, conn: u32, stream: i64, data: &[u8], fin: bool) -> bool {
+                let (stream, data) = (stream as u64, data.to_vec());
+                self.send(conn, Command::Write { stream, data, fin })
+            }
+
+            /// Returns read credit for a received body.
+            #[napi]
+            pub fn grant(&self, conn: u32, stream: i64, bytes: f64) -> bool {
+                let (stream, bytes) = (stream as u64, bytes as u64);
+                self.send(conn, Command::Grant { stream, bytes })
+            }
+
+            /// RESET_STREAM (and, on requests, STOP_SENDING) with `code`.
+            #[napi]
+            pub fn reset(&self, conn: u32, stream: i64, code: f64) -> bool {
+                let (stream, code) = (stream as u64, code as u64);
+                self.send(conn, Command::Reset { stream, code })
+            }
+
+            /// STOP_SENDING with `code`.
+            #[napi]
+            pub fn stop_sending(&self, conn: u32, stream: i64, code: f64) -> bool {
+                let (stream, code) = (stream as u64, code as u64);
+                self.send(conn, Command::StopSending { stream, code })
+            }
+
+            /// Opens a stream: raw QUIC, or WebTransport in session `session`
+            /// (-1: none). Returns its id, or -1 if the connection is gone.
+            #[napi]
+            pub fn open_stream(&self, conn: u32, bidi: bool, session: i64) -> i64 {
+                open_stream(self.conn(conn), bidi, session)
+            }
+
+            /// Sends a datagram on flow `stream` (raw QUIC: ignored).
+            #[napi]
+            pub fn send_datagram(&self, conn: u32, stream: i64, data: &[u8]) -> bool {
+                let (stream, data) = (stream as u64, data.to_vec());
+                self.send(conn, Command::Datagram { stream, data })
+            }
+
+            /// Closes WebTransport session `stream` with a code and reason.
+            #[napi]
+            pub fn close_session(&self, conn: u32, stream: i64, code: u32, reason: String) -> bool {
+                let stream = stream as u64;
+                self.send(
+                    conn,
+                    Command::CloseSession {
+                        stream,
+                        code,
+                        reason,
+                    },
+                )
+            }
+
+            /// Closes one connection with an application error code.
+            #[napi]
+            pub fn close_connection(&self, conn: u32, code: f64, reason: String) -> bool {
+                let code = code as u64;
+                self.send(conn, Command::Close { code, reason })
+            }
+
+            /// Transport statistics of one connection (null once it is gone).
+            #[napi(ts_return_type = "Promise<NativeStats | null>")]
+            pub fn stats<'e>(&self, env: &'e Env, conn: u32) -> Result<Object<'e>> {
+                stats_promise(env, |c| self.send(conn, c))
+            }
+        }
+    };
+}
+
+connection_commands!(NativeServer);
+connection_commands!(NativeClient);
 
 /// Generates a development certificate: `[certPem, keyPem, sha256Hex, notAfterSecs]`.
 #[napi]
@@ -621,6 +630,14 @@ impl NativeClient {
         self.conns.lock().unwrap().get(&id).cloned()
     }
 
+    fn sink(&self) -> &Arc<EventSink> {
+        &self.sink
+    }
+
+    fn open_connections(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
     /// Opens a request stream with its header section; returns the stream
     /// id, or -1 if the connection is gone.
     #[napi]
@@ -644,130 +661,6 @@ impl NativeClient {
 
     fn send(&self, conn: u32, cmd: Command) -> bool {
         self.conn(conn).is_some_and(|c| c.command(cmd))
-    }
-
-    /// Takes every queued event.
-    #[napi]
-    pub fn take_events(&self) -> Vec<NativeEvent> {
-        to_js(self.sink.take())
-    }
-
-    /// Sends trailers (or any header section) on a stream.
-    #[napi]
-    pub fn send_headers(&self, conn: u32, stream: i64, headers: Vec<String>, fin: bool) -> bool {
-        self.send(
-            conn,
-            Command::Headers {
-                stream: stream as u64,
-                headers,
-                fin,
-            },
-        )
-    }
-
-    /// Sends body bytes.
-    #[napi]
-    pub fn write(&self, conn: u32, stream: i64, data: &[u8], fin: bool) -> bool {
-        self.send(
-            conn,
-            Command::Write {
-                stream: stream as u64,
-                data: data.to_vec(),
-                fin,
-            },
-        )
-    }
-
-    /// Returns read credit for a response body.
-    #[napi]
-    pub fn grant(&self, conn: u32, stream: i64, bytes: f64) -> bool {
-        self.send(
-            conn,
-            Command::Grant {
-                stream: stream as u64,
-                bytes: bytes as u64,
-            },
-        )
-    }
-
-    /// RESET_STREAM + STOP_SENDING.
-    #[napi]
-    pub fn reset(&self, conn: u32, stream: i64, code: f64) -> bool {
-        self.send(
-            conn,
-            Command::Reset {
-                stream: stream as u64,
-                code: code as u64,
-            },
-        )
-    }
-
-    /// Opens a stream: raw QUIC, or WebTransport in session `session`
-    /// (-1: none). Returns its id, or -1 if the connection is gone.
-    #[napi]
-    pub fn open_stream(&self, conn: u32, bidi: bool, session: i64) -> i64 {
-        open_stream(self.conn(conn), bidi, session)
-    }
-
-    /// Sends a datagram on flow `stream` (raw QUIC: ignored).
-    #[napi]
-    pub fn send_datagram(&self, conn: u32, stream: i64, data: &[u8]) -> bool {
-        self.send(
-            conn,
-            Command::Datagram {
-                stream: stream as u64,
-                data: data.to_vec(),
-            },
-        )
-    }
-
-    /// Closes WebTransport session `stream` with a code and reason.
-    #[napi]
-    pub fn close_session(&self, conn: u32, stream: i64, code: u32, reason: String) -> bool {
-        self.send(
-            conn,
-            Command::CloseSession {
-                stream: stream as u64,
-                code,
-                reason,
-            },
-        )
-    }
-
-    /// STOP_SENDING with `code`.
-    #[napi]
-    pub fn stop_sending(&self, conn: u32, stream: i64, code: f64) -> bool {
-        self.send(
-            conn,
-            Command::StopSending {
-                stream: stream as u64,
-                code: code as u64,
-            },
-        )
-    }
-
-    /// Closes one connection.
-    #[napi]
-    pub fn close_connection(&self, conn: u32, code: f64, reason: String) -> bool {
-        self.send(
-            conn,
-            Command::Close {
-                code: code as u64,
-                reason,
-            },
-        )
-    }
-
-    /// Transport statistics of one connection.
-    #[napi(ts_return_type = "Promise<NativeStats | null>")]
-    pub fn stats<'e>(&self, env: &'e Env, conn: u32) -> Result<Object<'e>> {
-        stats_promise(env, |c| self.send(conn, c))
-    }
-
-    /// Open connections.
-    #[napi]
-    pub fn connection_count(&self) -> u32 {
-        self.conns.lock().unwrap().len() as u32
     }
 
     /// Closes every connection and releases the runtime.
