@@ -262,3 +262,16 @@ test('a dev certificate on a non-loopback address warns', async (t) => {
   t.true(warnings.some((w) => w.code === 'H3NODE_DEV_CERT'))
   await s.close()
 })
+
+test('the client announces content-length for bodies of known size, and not for streams', async (t) => {
+  const p = await pair(t)
+  handle(p.server, async (req) => {
+    const len = req.request.headers.get('content-length')
+    const body = await req.request.text()
+    req.respond(new Response(`${len}:${body.length}`))
+  })
+  t.is(await (await p.client.fetch(`${p.base}/`, { method: 'POST', body: 'héllo' })).text(), '6:5')
+  t.is(await (await p.client.fetch(`${p.base}/`, { method: 'POST', body: new Uint8Array(10) })).text(), '10:10')
+  const stream = new ReadableStream({ start: (c) => (c.enqueue(new Uint8Array(3)), c.close()) })
+  t.is(await (await p.client.fetch(`${p.base}/`, { method: 'POST', body: stream, duplex: 'half' })).text(), 'null:3')
+})

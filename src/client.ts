@@ -197,7 +197,10 @@ export class Client implements AsyncDisposable {
       ':path', url.pathname + url.search,
     ])
     const body = req.body
-        const stream = this.#native.request(conn.id, head, body === null)
+    // A body of known size announces it, as fetch does over HTTP/1.1 and 2.
+    const size = knownLength(init?.body)
+    if (body !== null && size !== null && !req.headers.has('content-length')) head.push('content-length', String(size))
+    const stream = this.#native.request(conn.id, head, body === null)
     if (stream < 0) {
       // Gone before its close event reached us: never hand it out again.
       this.#conns.delete(conn.id)
@@ -493,6 +496,15 @@ export class Client implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close()
   }
+}
+
+/** Byte length of a body whose size is known before it is sent, else null. */
+function knownLength(body: unknown): number | null {
+  if (typeof body === 'string') return Buffer.byteLength(body)
+  if (ArrayBuffer.isView(body) || body instanceof ArrayBuffer) return body.byteLength
+  if (body instanceof Blob) return body.size
+  if (body instanceof URLSearchParams) return Buffer.byteLength(body.toString())
+  return null
 }
 
 /** Options of {@link WebTransport}, as in the browser plus h3node's client options. */
