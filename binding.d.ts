@@ -34,7 +34,7 @@ export declare class NativeClient {
   /** Transport statistics of one connection (null once it is gone). */
   stats(conn: number): Promise<NativeStats | null>
   /** A client; `on_batch` as for the server. */
-  static create(options: NativeClientOptions, onBatch: BatchFn): NativeClient
+  static create(options: NativeClientOptions, onBatch: (err: null | Error, value: number) => void): NativeClient
   /** Connects to `host:port` (an IP address); resolves to a connection id. */
   connect(host: string, port: number, serverName?: string | undefined | null): Promise<number>
   /**
@@ -52,7 +52,7 @@ export declare class NativeServer {
    * Binds and starts; `on_batch` is called (with no useful argument) when
    * events are waiting in `take_events()`.
    */
-  static listen(options: NativeServerOptions, onBatch: BatchFn): NativeServer
+  static listen(options: NativeServerOptions, onBatch: (err: null | Error, value: number) => void): NativeServer
   /** The bound address. */
   address(): Array<string>
   /**

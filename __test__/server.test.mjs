@@ -275,3 +275,14 @@ test('the client announces content-length for bodies of known size, and not for 
   const stream = new ReadableStream({ start: (c) => (c.enqueue(new Uint8Array(3)), c.close()) })
   t.is(await (await p.client.fetch(`${p.base}/`, { method: 'POST', body: stream, duplex: 'half' })).text(), 'null:3')
 })
+
+test('HTTP/1.1 connection fields in a response are left out, not sent malformed', async (t) => {
+  const p = await pair(t)
+  handle(p.server, (req) =>
+    req.respond(new Response('sse', { headers: { 'transfer-encoding': 'chunked', connection: 'keep-alive, x-hop', 'keep-alive': 'timeout=5', 'x-hop': '1', te: 'gzip', 'x-kept': 'yes' } })),
+  )
+  const res = await p.client.fetch(`${p.base}/`)
+  t.is(await res.text(), 'sse')
+  t.is(res.headers.get('x-kept'), 'yes')
+  for (const n of ['transfer-encoding', 'connection', 'keep-alive', 'x-hop', 'te']) t.false(res.headers.has(n), n)
+})

@@ -171,10 +171,22 @@ export function toBytes(v: unknown): Uint8Array {
   throw new TypeError('chunks must be Uint8Array, ArrayBuffer, ArrayBuffer views or strings')
 }
 
-/** Flattens `Headers` into `[name, value, ...]`, lowercase names. */
+/** HTTP/1.1 connection-specific fields, which HTTP/3 forbids (RFC 9114 §4.2). */
+const CONNECTION_FIELDS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'])
+
+/**
+ * Flattens `Headers` into `[name, value, ...]`, lowercase names, leaving out
+ * the connection-specific fields HTTP/3 forbids (and the fields `connection`
+ * names; `te` unless it is `trailers`): frameworks written for HTTP/1.1 set
+ * them (Hono's `streamSSE` sets `transfer-encoding` and `connection`), and
+ * a peer must treat a message carrying them as malformed.
+ */
 export function flattenHeaders(h: Headers, out: string[] = []): string[] {
+  const named = h.get('connection')
+  const drop = named ? new Set(named.split(',').map((n) => n.trim().toLowerCase())) : null
   h.forEach((value, name) => {
-    if (name === 'set-cookie') return
+    if (name === 'set-cookie' || CONNECTION_FIELDS.has(name) || drop?.has(name)) return
+    if (name === 'te' && value.trim().toLowerCase() !== 'trailers') return
     out.push(name, value)
   })
   for (const c of h.getSetCookie()) out.push('set-cookie', c)

@@ -463,7 +463,18 @@ export class Client implements AsyncDisposable {
         break
       }
       case Ev.Reset:
-        this.#fail(p, new H3Error('ERR_H3_STREAM_RESET', `server reset the stream (code 0x${e.code.toString(16)})`, { wireCode: e.code }))
+        // fin: the server reset it; otherwise the response broke HTTP/3's
+        // rules and this side reset it.
+        this.#fail(
+          p,
+          new H3Error(
+            'ERR_H3_STREAM_RESET',
+            e.fin
+              ? `server reset the stream (code 0x${e.code.toString(16)})`
+              : `malformed response: the client reset the stream (code 0x${e.code.toString(16)})`,
+            { wireCode: e.code },
+          ),
+        )
         break
       case Ev.StopSending:
         // The server does not want the rest of the request body.

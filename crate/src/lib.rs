@@ -290,7 +290,10 @@ impl NativeServer {
 impl NativeServer {
     /// Binds and starts; `on_batch` is called (with no useful argument) when
     /// events are waiting in `take_events()`.
-    #[napi(factory)]
+    #[napi(
+        factory,
+        ts_args_type = "options: NativeServerOptions, onBatch: (err: null | Error, value: number) => void"
+    )]
     pub fn listen(options: NativeServerOptions, on_batch: BatchFn) -> Result<NativeServer> {
         let ip: IpAddr = options.host.parse().map_err(|_| {
             coded(
@@ -539,7 +542,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[napi]
 impl NativeClient {
     /// A client; `on_batch` as for the server.
-    #[napi(factory)]
+    #[napi(
+        factory,
+        ts_args_type = "options: NativeClientOptions, onBatch: (err: null | Error, value: number) => void"
+    )]
     pub fn create(options: NativeClientOptions, on_batch: BatchFn) -> Result<NativeClient> {
         let mut pins = Vec::new();
         for p in &options.pinned_sha256 {

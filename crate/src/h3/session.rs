@@ -875,16 +875,24 @@ impl Session {
         self.early = q.is_in_early_data();
         self.process_datagrams(q)?;
         let mut ids: Vec<u64> = q.readable().collect();
-        ids.extend(std::mem::take(&mut self.to_read));
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            if id & 0x2 == 0 {
-                self.read_bidi(q, id)?;
-            } else if self.streams.contains_key(&id) {
-                self.read_stream(q, id)?;
-            } else if (id & 0x1 == 0) == (self.role == Role::Server) {
-                self.read_uni(q, id)?;
+        loop {
+            ids.extend(std::mem::take(&mut self.to_read));
+            ids.sort_unstable();
+            ids.dedup();
+            for id in ids.drain(..) {
+                if id & 0x2 == 0 {
+                    self.read_bidi(q, id)?;
+                } else if self.streams.contains_key(&id) {
+                    self.read_stream(q, id)?;
+                } else if (id & 0x1 == 0) == (self.role == Role::Server) {
+                    self.read_uni(q, id)?;
+                }
+            }
+            // A session accepted during this pass (its 2xx was read after a
+            // stream of it, which has a lower id) released parked streams:
+            // read them now; no packet may come to trigger another pass.
+            if self.to_read.is_empty() {
+                break;
             }
         }
         self.open_pending(q);

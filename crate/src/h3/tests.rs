@@ -725,3 +725,29 @@ fn a_session_beyond_the_limit_gets_429() {
     assert_eq!(heads.len(), 1);
     assert_eq!(heads[0].headers.as_ref().unwrap()[1], "429");
 }
+
+#[test]
+fn a_stream_read_before_its_sessions_2xx_is_delivered_in_the_same_pass() {
+    // The session is on stream 16; the server's first uni stream is 15, so
+    // the client reads the stream (and parks it) before the 2xx that
+    // accepts the session. Nothing else arrives afterwards.
+    let mut p = Pipe::new(Limits::default());
+    p.c.send_headers(&mut p.client, 16, &connect_wt("/wt"), false);
+    p.send_to_server();
+    p.s.events.clear();
+    p.s.send_headers(&mut p.server, 16, &strings(&[":status", "200"]), false);
+    let (_, suni) = first_local_ids(Role::Server, false);
+    p.s.open_stream(&mut p.server, suni, Some(16));
+    p.s.write(suni, b"hello".to_vec(), true);
+    p.s.flush(&mut p.server);
+    p.advance();
+    p.client_turn();
+    let ev: Vec<_> = p.c.events.drain(..).collect();
+    let body: Vec<u8> = ev
+        .iter()
+        .filter(|e| e.stream == suni)
+        .flat_map(|e| e.data.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(body, b"hello", "{ev:?}");
+    assert!(ev.iter().any(|e| e.stream == suni && e.fin));
+}
