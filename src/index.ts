@@ -7,6 +7,7 @@
  * - WebTransport: `webTransport: true` on the server and
  *   {@link IncomingRequest.acceptWebTransport}; {@link WebTransport} (the
  *   browser's constructor shape) or {@link Client.webTransport} on the client.
+ * - Adapters: `h3node/hono`, `h3node/fastify`, `h3node/alt-svc`.
  * - {@link listenQuic} / {@link connectQuic}: raw QUIC with your own ALPN,
  *   streams and datagrams.
  * - {@link generateDevCertificate}: short-lived certificates for development.
