@@ -347,20 +347,7 @@ export class Client implements AsyncDisposable {
     }
     const s = this.#sessionOf(c, e.stream)
     if (!s) return false
-    switch (e.kind) {
-      case Ev.Data:
-        s.onData(e.stream, e.data, e.fin)
-        break
-      case Ev.Reset:
-        s.onReset(e.stream, e.code)
-        break
-      case Ev.StopSending:
-        s.onStopSending(e.stream, e.code)
-        break
-      case Ev.Sent:
-        s.onSent(e.stream, e.code)
-        break
-    }
+    s.onStreamEvent(e)
     return true
   }
 

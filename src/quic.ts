@@ -69,16 +69,10 @@ class Connections {
         c.onStreamOpen(e.stream)
         break
       case Ev.Data:
-        c.onData(e.stream, e.data, e.fin)
-        break
       case Ev.Reset:
-        c.onReset(e.stream, e.code)
-        break
       case Ev.StopSending:
-        c.onStopSending(e.stream, e.code)
-        break
       case Ev.Sent:
-        c.onSent(e.stream, e.code)
+        c.onStreamEvent(e)
         break
       case Ev.Datagram:
         c.onDatagram(e.data!)

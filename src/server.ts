@@ -632,6 +632,11 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
   }
 
   #dispatch(e: NativeEvent): void {
+    if (e.kind === Ev.Data || e.kind === Ev.Reset || e.kind === Ev.StopSending || e.kind === Ev.Sent) {
+      // A stream of a WebTransport session, not a request.
+      const wt = this.#sessions.has(e.conn) ? this.#sessionOf(e.conn, e.stream) : undefined
+      if (wt) return wt.onStreamEvent(e)
+    }
     switch (e.kind) {
       case Ev.ConnOpen:
         this.#conns.set(e.conn, {
@@ -686,15 +691,10 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         this.#sessions.get(e.conn)?.get(e.stream)?.onDrain()
         break
       case Ev.Data: {
-        const wt = this.#sessionOf(e.conn, e.stream)
-        if (wt) {
-          wt.onData(e.stream, e.data, e.fin)
-          break
-        }
         const s = this.#state(e)
         if (!s?.body) break
         if (e.data && e.data.byteLength > 0) s.body.push(e.data)
-                if (e.fin) s.body.end()
+        if (e.fin) s.body.end()
         break
       }
       case Ev.Trailers: {
@@ -703,11 +703,6 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         break
       }
       case Ev.Reset: {
-        const wt = this.#sessionOf(e.conn, e.stream)
-        if (wt) {
-          wt.onReset(e.stream, e.code)
-          break
-        }
         const s = this.#state(e)
         if (!s) break
         const err = new H3Error('ERR_H3_STREAM_RESET', `stream reset with code 0x${e.code.toString(16)}`, { wireCode: e.code })
@@ -716,24 +711,16 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         break
       }
       case Ev.StopSending: {
-        const wt = this.#sessionOf(e.conn, e.stream)
-        if (wt) {
-          wt.onStopSending(e.stream, e.code)
-          break
-        }
         const s = this.#state(e)
         if (!s) break
         const err = new H3Error('ERR_H3_STOP_SENDING', `client stopped reading (code 0x${e.code.toString(16)})`, { wireCode: e.code })
-                this.#abort(s, err)
+        this.#abort(s, err)
         this.#maybeDrop(s)
         break
       }
-      case Ev.Sent: {
-        const s = this.#state(e)
-        if (s) s.out?.sent(e.code)
-        else this.#sessionOf(e.conn, e.stream)?.onSent(e.stream, e.code)
+      case Ev.Sent:
+        this.#state(e)?.out?.sent(e.code)
         break
-      }
       case Ev.Finished: {
         const s = this.#state(e)
         if (s) {

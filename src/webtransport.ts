@@ -18,7 +18,7 @@
  */
 import { IncomingBody, toBytes } from './body'
 import { H3Error } from './errors'
-import type { StreamPort } from './native'
+import { Ev, type NativeEvent, type StreamPort } from './native'
 
 /** The native operations a session needs on its connection. @internal */
 export interface SessionPort {
@@ -461,6 +461,20 @@ export class SessionBase {
   /** @internal */
   onSent(id: number, n: number): void {
     this.#subs.get(id)?.send?.sent(n)
+  }
+
+  /** @internal routes a stream event (Data, Reset, StopSending, Sent) of one of this session's streams. */
+  onStreamEvent(e: NativeEvent): void {
+    switch (e.kind) {
+      case Ev.Data:
+        return this.onData(e.stream, e.data, e.fin)
+      case Ev.Reset:
+        return this.onReset(e.stream, e.code)
+      case Ev.StopSending:
+        return this.onStopSending(e.stream, e.code)
+      case Ev.Sent:
+        return this.onSent(e.stream, e.code)
+    }
   }
 
   /** @internal */

@@ -625,6 +625,15 @@ impl Session {
         }
     }
 
+    /// Whether HTTP datagrams may flow on `stream`: an accepted WebTransport
+    /// session, or a request JS knows about.
+    fn flow_open(&self, stream: u64) -> bool {
+        match self.wt.get(&stream) {
+            Some(w) => w.accepted,
+            None => self.streams.get(&stream).is_some_and(ReqStream::is_flow),
+        }
+    }
+
     /// Sends `data` as a datagram: on flow `stream` (HTTP/3), or bare (raw
     /// QUIC). When quiche's send queue is full the oldest queued datagram
     /// is dropped to make room.
@@ -632,11 +641,7 @@ impl Session {
         let payload = if self.limits.raw {
             data
         } else {
-            let routable = match self.wt.get(&stream) {
-                Some(w) => w.accepted,
-                None => self.streams.get(&stream).is_some_and(ReqStream::is_flow),
-            };
-            if !routable {
+            if !self.flow_open(stream) {
                 self.dgram.dropped_unknown_flow += 1;
                 return;
             }
@@ -687,11 +692,7 @@ impl Session {
                 ));
             }
             let stream = qsid * 4;
-            let routable = match self.wt.get(&stream) {
-                Some(w) => w.accepted,
-                None => self.streams.get(&stream).is_some_and(ReqStream::is_flow),
-            };
-            if !routable {
+            if !self.flow_open(stream) {
                 self.dgram.dropped_unknown_flow += 1;
                 continue;
             }
