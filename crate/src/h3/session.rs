@@ -905,7 +905,7 @@ impl Session {
         let by_peer = client_initiated == (self.role == Role::Server);
         if !self.streams.contains_key(&id) && by_peer && self.limits.raw {
             if q.stream_finished(id) {
-                return Ok(());
+                return self.release_unread(q, id);
             }
             self.streams.insert(id, ReqStream::raw(Recv::Raw, None));
             self.event(EventKind::StreamOpen, id);
@@ -919,7 +919,7 @@ impl Session {
                 ));
             }
             if q.stream_finished(id) {
-                return Ok(());
+                return self.release_unread(q, id);
             }
             self.streams.insert(id, ReqStream::new());
         } else if !self.streams.contains_key(&id) {
@@ -938,12 +938,27 @@ impl Session {
                 return Ok(());
             }
             if q.stream_finished(id) {
-                return Ok(());
+                return self.release_unread(q, id);
             }
             self.max_request_id = Some(self.max_request_id.map_or(id, |m| m.max(id)));
             self.streams.insert(id, ReqStream::new());
         }
         self.read_stream(q, id)
+    }
+
+    /// A peer stream that was reset, or ended with nothing, before it was
+    /// read: read its end and, if bidirectional, reset our side too
+    /// (H3_REQUEST_CANCELLED, or H3_REQUEST_INCOMPLETE for a bare FIN), or
+    /// quiche never frees it and the peer never gets its stream credit back.
+    fn release_unread(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+        let code = match recv(q, id, &mut self.scratch) {
+            Read::Reset(_) => H3Code::RequestCancelled,
+            _ => H3Code::RequestIncomplete,
+        };
+        if id & 0x2 == 0 {
+            let _ = q.stream_shutdown(id, Shutdown::Write, code.code());
+        }
+        Ok(())
     }
 
     /// Reads stream `id` (already tracked) as far as its state and JS's
@@ -1563,7 +1578,7 @@ impl Session {
     fn read_uni(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
         if self.limits.raw {
             if q.stream_finished(id) {
-                return Ok(());
+                return self.release_unread(q, id);
             }
             let mut s = ReqStream::raw(Recv::Raw, None);
             s.send_closed = true;
@@ -1578,7 +1593,7 @@ impl Session {
             settings_seen: false,
         });
         if st.kind == UniKind::Ignored {
-            return Ok(());
+            return self.drain_ignored(q, id);
         }
         let mut fin = false;
         loop {
@@ -1648,6 +1663,18 @@ impl Session {
         Ok(())
     }
 
+    /// Discards what an ignored stream has received; once its end (FIN or
+    /// reset) is read, quiche frees it and it is forgotten.
+    fn drain_ignored(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+        match q.stream_discard(id, usize::MAX) {
+            Ok((_, false)) | Err(quiche::Error::Done) => Ok(()),
+            _ => {
+                self.uni.remove(&id);
+                Ok(())
+            }
+        }
+    }
+
     fn parse_uni(&mut self, q: &mut QConn, id: u64, fin: bool) -> ConnResult<()> {
         let server = self.role == Role::Server;
         let st = self.uni.get_mut(&id).unwrap();
@@ -1687,13 +1714,20 @@ impl Session {
                     ));
                 }
                 _ => {
-                    // Unknown (or WebTransport, not yet supported) stream
-                    // types are ignored: STOP_SENDING (RFC 9114 §6.2).
-                    // quiche discards what else arrives on it: no state is kept.
-                    let _ =
-                        q.stream_shutdown(id, Shutdown::Read, H3Code::StreamCreationError.code());
-                    self.uni.remove(&id);
-                    return Ok(());
+                    // Unknown stream types are ignored (RFC 9114 §6.2): their
+                    // data is discarded as it arrives, until the end. Not
+                    // STOP_SENDING: quiche 0.30 never frees a stream whose
+                    // reading was shut down (neither its FIN nor the peer's
+                    // reset makes it readable again), so each would cost the
+                    // peer one stream of credit for the connection's life
+                    // (13 streams ended a connection's use of them).
+                    st.kind = UniKind::Ignored;
+                    st.inbuf = Vec::new();
+                    if fin {
+                        self.uni.remove(&id);
+                        return Ok(());
+                    }
+                    return self.drain_ignored(q, id);
                 }
             };
             if slot.is_some() {

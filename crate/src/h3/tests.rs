@@ -751,3 +751,63 @@ fn a_stream_read_before_its_sessions_2xx_is_delivered_in_the_same_pass() {
     assert_eq!(body, b"hello", "{ev:?}");
     assert!(ev.iter().any(|e| e.stream == suni && e.fin));
 }
+
+#[test]
+fn requests_reset_before_they_are_read_give_their_stream_credit_back() {
+    // The server allows 100 streams at once (config()). 300 requests that the
+    // client resets (or ends with a bare FIN) before the server reads them
+    // must not use the allowance up for good.
+    let mut p = Pipe::new(Limits::default());
+    for i in 0..300u64 {
+        let id = i * 4;
+        let sent = if i % 2 == 0 {
+            // Half a frame, then RESET_STREAM.
+            let sent = p.client.stream_send(id, &[0x01], false);
+            // (quiche already answered the STOP_SENDING with a reset.)
+            let _ = p.client.stream_shutdown(id, quiche::Shutdown::Write, 0x10c);
+            sent
+        } else {
+            // A bare FIN: no request at all.
+            p.client.stream_send(id, &[], true)
+        };
+        assert!(sent.is_ok(), "stream {id} could not be opened: {sent:?}");
+        p.advance();
+        p.server_turn().unwrap();
+        p.client_turn();
+    }
+    // And a normal request still goes through on the same connection.
+    p.c.send_headers(&mut p.client, 1200, &get("/after"), true);
+    p.send_to_server();
+    assert!(p
+        .s
+        .events
+        .iter()
+        .any(|e| e.kind == EventKind::Headers as u32 && e.stream == 1200));
+}
+
+#[test]
+fn unknown_unidirectional_streams_give_their_stream_credit_back() {
+    // 10 uni streams allowed at once (config()), 3 used by the client's own
+    // control and QPACK streams: 40 streams of an unknown type must still fit.
+    let mut p = Pipe::new(Limits::default());
+    for i in 0..40u64 {
+        let id = 14 + i * 4; // after the client's control and QPACK streams
+        let mut bytes = Vec::new();
+        frame::put_varint(&mut bytes, 0x21 + 0x1f * (i + 1)); // a reserved type
+        bytes.extend_from_slice(b"ignored payload");
+        // Every other one ends with a reset instead of a FIN.
+        let sent = p.client.stream_send(id, &bytes, i % 2 == 0);
+        assert!(
+            sent.is_ok(),
+            "uni stream {id} could not be opened: {sent:?}"
+        );
+        if i % 2 == 1 {
+            p.client
+                .stream_shutdown(id, quiche::Shutdown::Write, 0x10c)
+                .unwrap();
+        }
+        p.advance();
+        p.server_turn().unwrap();
+        p.client_turn();
+    }
+}
