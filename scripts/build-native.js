@@ -21,5 +21,10 @@ if (!lib) {
 }
 const from = path.join(targetDir(), 'release', lib)
 const to = path.join(root, `h3node.${platformSuffix()}.node`)
-fs.copyFileSync(from, to)
+// Copy to a temporary name, then rename over the old file: a process that has
+// the old addon mapped keeps its (unlinked) copy instead of seeing the file
+// change under it, which would crash it with SIGBUS.
+const tmp = `${to}.${process.pid}.tmp`
+fs.copyFileSync(from, tmp)
+fs.renameSync(tmp, to)
 console.log(`[h3node build] ${path.relative(root, to)} (${(fs.statSync(to).size / 1e6).toFixed(1)} MB)`)
