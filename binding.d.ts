@@ -190,6 +190,13 @@ export interface NativeTransport {
   alpn: Array<string>
   /** Raw QUIC (no HTTP/3). */
   raw: boolean
+  /** Stream timeouts, ms (0 = off). */
+  headersTimeoutMs: number
+  bodyTimeoutMs: number
+  sendTimeoutMs: number
+  /** Peer stream resets allowed per `stream_reset_window_ms` (0 = no limit). */
+  maxStreamResets: number
+  streamResetWindowMs: number
 }
 
 /** Whether the addon's runtime threads are running. */

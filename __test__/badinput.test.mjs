@@ -31,6 +31,9 @@ const H3 = {
   FRAME_ERROR: 0x106,
   SETTINGS_ERROR: 0x109,
   MISSING_SETTINGS: 0x10a,
+  REQUEST_REJECTED: 0x10b,
+  REQUEST_CANCELLED: 0x10c,
+  EXCESSIVE_LOAD: 0x107,
   REQUEST_INCOMPLETE: 0x10d,
   MESSAGE_ERROR: 0x10e,
   QPACK_DECOMPRESSION_FAILED: 0x200,
@@ -46,9 +49,13 @@ const ctx = {}
 
 test.before(async () => {
   ctx.handlerErrors = []
-  const server = await serve({
+  const options = {
     host: '127.0.0.1',
     port: 0,
+    // The reset storms below cancel 1000 requests at once to watch the
+    // cleanup; the rapid-reset limit (500 per 10 s by default) has its own
+    // test against the tight server.
+    maxStreamResets: 0,
     // handlers whose request body fails (reset, malformed) end up here
     onError: (err) => ctx.handlerErrors.push(String(err?.code ?? err?.message ?? err)),
     async fetch(request, info) {
@@ -71,9 +78,24 @@ test.before(async () => {
       }
       return new Response('not found', { status: 404 })
     },
-  })
+  }
+  const server = await serve(options)
   ctx.server = server
   ctx.url = `https://127.0.0.1:${server.address().port}/`
+  // The same application with short stream timeouts and a low reset limit,
+  // for the cases about those protections.
+  ctx.tight = await serve({
+    ...options,
+    cert: server.certificate.cert,
+    key: server.certificate.key,
+    headersTimeoutMs: 1000,
+    bodyTimeoutMs: 1000,
+    sendTimeoutMs: 1000,
+    maxStreamResets: 100,
+    onError: (err) => ctx.tightErrors.push(String(err?.code ?? err?.message ?? err)),
+  })
+  ctx.tightErrors = []
+  ctx.tightUrl = `https://127.0.0.1:${ctx.tight.address().port}/`
   ctx.dir = await fs.mkdtemp(path.join(os.tmpdir(), 'h3node-badinput-'))
   ctx.ca = path.join(ctx.dir, 'ca.pem')
   await fs.writeFile(ctx.ca, server.certificate.cert)
@@ -81,6 +103,7 @@ test.before(async () => {
 
 test.after.always(async () => {
   await ctx.server?.close(100)
+  await ctx.tight?.close(100)
   if (ctx.dir) await fs.rm(ctx.dir, { recursive: true, force: true })
 })
 
@@ -89,11 +112,11 @@ const runs = new Map()
  * The raw client's report for `--case kase` (plus flags); one run per
  * distinct command line, shared by the tests that look at it.
  */
-function raw(kase, args = [], { timeoutMs = 60_000 } = {}) {
-  const key = [kase, ...args].join(' ')
+function raw(kase, args = [], { timeoutMs = 60_000, url = ctx.url } = {}) {
+  const key = [url, kase, ...args].join(' ')
   if (!runs.has(key)) {
     runs.set(key, (async () => {
-      const r = await runClient('aioquic', ['--url', ctx.url, '--ca', ctx.ca, '--case', kase, '--timeout', '3', ...args], {
+      const r = await runClient('aioquic', ['--url', url, '--ca', ctx.ca, '--case', kase, '--timeout', '3', ...args], {
         script: SCRIPT,
         timeoutMs,
       })
@@ -488,27 +511,64 @@ test.serial('slowloris: a 10 MB response never read stays within flow control wh
   await settled(t)
 })
 
-test.serial('incomplete HEADERS / incomplete body, then silence: what the server does within 5 s', async (t) => {
-  const { server } = ctx
-  const started = Date.now()
-  const runs = Promise.all([
-    raw('incomplete-headers', ['--wait', '5']),
-    raw('incomplete-body', ['--wait', '5']),
-  ])
-  // the half body's request reaches JS; the half HEADERS frame does not
-  const during = await waitFor(() => server.activeRequests === 1 ? server.activeRequests : 0, 4000)
-  const connections = server.connections
-  const [headers, body] = await runs
-  for (const r of [headers, body]) {
-    const p = r.probes[0]
-    t.log(`${p.name}: after ${p.waitedMs} ms: reset/stopped ${p.duringWait.stoppedOrReset}, connection closed ${p.duringWait.connectionClosed}; next request on that connection ${JSON.stringify(p.sameConnection)}`)
-    // There is no per-stream headers or body timeout: nothing is asserted
-    // about the stalled stream itself, only that the connection serves on.
-    t.is(p.sameConnection?.status, 200)
-    followUp(t, r)
-  }
-  t.log(`during the silence: activeRequests ${during}, connections ${connections}; ${Date.now() - started} ms in all`)
-  t.is(during, 1, 'the request with a half body is active while it waits')
-  await settled(t)
-  if (ctx.handlerErrors.length) t.log(`handler errors (bodies that failed): ${ctx.handlerErrors.join(', ')}`)
+test.serial('a client that never finishes its HEADERS: reset with H3_REQUEST_REJECTED after headersTimeoutMs, never seen by the application', async (t) => {
+  const server = ctx.tight
+  const before = ctx.tightErrors.length
+  const r = await raw('incomplete-headers', ['--wait', '5'], { url: ctx.tightUrl })
+  const p = r.probes[0]
+  t.log(`${p.name}: after ${p.waitedMs} ms: ${JSON.stringify(p.duringWait)}; next request on that connection ${JSON.stringify(p.sameConnection)}`)
+  t.is(hex(p.duringWait.response.reset), hex(H3.REQUEST_REJECTED), 'RESET_STREAM H3_REQUEST_REJECTED')
+  t.is(hex(p.duringWait.response.stopSending), hex(H3.REQUEST_REJECTED), 'STOP_SENDING H3_REQUEST_REJECTED')
+  t.is(p.duringWait.response.status, null)
+  t.true(p.waitedMs >= 900 && p.waitedMs < 4000, `reset after the 1 s timeout (${p.waitedMs} ms)`)
+  t.false(p.duringWait.connectionClosed)
+  t.is(p.sameConnection?.status, 200)
+  t.is(ctx.tightErrors.length, before, 'no handler saw it')
+  followUp(t, r)
+  t.true(await waitFor(() => server.activeRequests === 0, 5000))
+})
+
+test.serial('a client that stops sending its body: 408 and STOP_SENDING H3_NO_ERROR after bodyTimeoutMs; the handler sees ERR_H3_BODY_TIMEOUT', async (t) => {
+  const server = ctx.tight
+  const r = await raw('incomplete-body', ['--wait', '5'], { url: ctx.tightUrl })
+  const p = r.probes[0]
+  t.log(`${p.name}: after ${p.waitedMs} ms: ${JSON.stringify(p.duringWait)}; next request on that connection ${JSON.stringify(p.sameConnection)}; handler errors ${ctx.tightErrors.join(', ')}`)
+  t.is(p.duringWait.response.status, 408)
+  t.true(p.duringWait.response.ended, 'a complete 408 response')
+  t.is(hex(p.duringWait.response.stopSending), hex(H3.NO_ERROR), 'STOP_SENDING H3_NO_ERROR (RFC 9114 §4.1.1)')
+  t.true(p.waitedMs >= 900 && p.waitedMs < 4000, `after the 1 s timeout (${p.waitedMs} ms)`)
+  t.false(p.duringWait.connectionClosed)
+  t.is(p.sameConnection?.status, 200)
+  t.true(ctx.tightErrors.includes('ERR_H3_BODY_TIMEOUT'), `the handler's body read failed with ERR_H3_BODY_TIMEOUT: ${ctx.tightErrors.join(', ')}`)
+  followUp(t, r)
+  t.true(await waitFor(() => server.activeRequests === 0, 5000))
+})
+
+test.serial('a client that stops reading the response: reset with H3_REQUEST_CANCELLED after sendTimeoutMs, other clients served', async (t) => {
+  const server = ctx.tight
+  const run = raw('slowloris-response', ['--body-path', '/bytes/10000000', '--hold', '4'], { url: ctx.tightUrl })
+  t.true(await waitFor(() => server.activeRequests >= 1, 5000), 'the response was in progress')
+  // The request is gone well before the client's 4 s hold ends.
+  const t0 = Date.now()
+  t.true(await waitFor(() => server.activeRequests === 0, 3500), `still active after ${Date.now() - t0} ms`)
+  const r = await run
+  const p = probe(r, 'unread-response')
+  t.log(`unread response: ${JSON.stringify(p.response)}; other connection ${JSON.stringify(p.otherConnection)}; slow connection open after ${p.holdS} s: ${p.slowConnectionOpen}`)
+  t.is(p.response.status, 200)
+  t.is(hex(p.response.reset), hex(H3.REQUEST_CANCELLED), 'RESET_STREAM H3_REQUEST_CANCELLED')
+  t.true(p.response.bodyBytes <= p.windowBytes)
+  t.true(p.slowConnectionOpen, 'only the stream, not the connection')
+  t.is(p.otherConnection.ok, p.otherConnection.requests)
+  followUp(t, r)
+})
+
+test.serial('rapid reset: more than maxStreamResets cancelled requests close the connection with H3_EXCESSIVE_LOAD; the server serves on', async (t) => {
+  const r = await raw('reset-storm', ['--count', '400', '--timeout', '2'], { url: ctx.tightUrl })
+  const p = probe(r, 'reset-400')
+  t.log(`opened ${p.opened}, connection close ${JSON.stringify(p.connClose)}`)
+  t.truthy(p.connClose, 'the connection was closed')
+  t.false(p.connClose?.byUs)
+  t.is(hex(p.connClose?.code), hex(H3.EXCESSIVE_LOAD))
+  t.true(p.opened > 100, `more than the limit were sent (${p.opened})`)
+  followUp(t, r)
 })

@@ -33,6 +33,8 @@ export type H3ErrorCode =
   | 'ERR_H3_WEBTRANSPORT_REFUSED'
   | 'ERR_H3_NOT_WEBTRANSPORT'
   | 'ERR_H3_CONNECT_REQUEST'
+  | 'ERR_H3_BODY_TIMEOUT'
+  | 'ERR_H3_SEND_TIMEOUT'
 
 /**
  * The error class of h3node. `instanceof H3Error` works across two copies of

@@ -29,6 +29,7 @@ export const enum Ev {
   SessionClosed = 13,
   StreamOpen = 14,
   SessionDrain = 15,
+  PeerAddress = 16,
 }
 
 /** The operations a body needs on its stream, bound to one connection and stream. */

@@ -75,6 +75,41 @@ export interface TransportOptions {
    */
   maxBufferedStreams?: number
   /**
+   * Server: a request's whole header section must arrive within this many
+   * milliseconds of its stream opening; otherwise the stream is reset with
+   * H3_REQUEST_REJECTED and the application never sees it (the client may
+   * retry). `0` turns it off. Default `30000` ms.
+   */
+  headersTimeoutMs?: number
+  /**
+   * Server: while the application is reading a request body (it has read
+   * credit left), some of the body must arrive at least every this many
+   * milliseconds. Otherwise, before a response started: a `408` response is
+   * sent and the client asked to stop (STOP_SENDING, H3_NO_ERROR); after:
+   * the stream is reset with H3_REQUEST_CANCELLED. Either way `req.signal`
+   * aborts and the body stream errors with `ERR_H3_BODY_TIMEOUT`. A body the
+   * application is slow to read never times out. `0` turns it off. Default
+   * `30000` ms.
+   */
+  bodyTimeoutMs?: number
+  /**
+   * Server: while a response has bytes waiting for the client (it does not
+   * read, so flow control stays shut), QUIC must take some of them at least
+   * every this many milliseconds; otherwise the stream is reset with
+   * H3_REQUEST_CANCELLED and `req.signal` aborts with
+   * `ERR_H3_SEND_TIMEOUT`. `0` turns it off. Default `30000` ms.
+   */
+  sendTimeoutMs?: number
+  /**
+   * Server: request streams one connection's client may cancel
+   * (RESET_STREAM) within `streamResetWindowMs`; one more closes the
+   * connection with H3_EXCESSIVE_LOAD (protection against "rapid reset"
+   * floods). `0` means no limit. Default `500`.
+   */
+  maxStreamResets?: number
+  /** The window `maxStreamResets` is counted over, in milliseconds. Default `10000` ms. */
+  streamResetWindowMs?: number
+  /**
    * Native I/O threads, shared by every server and client in the process;
    * the first one created decides. Default: half the CPU cores, 1 to 4.
    */
@@ -105,6 +140,11 @@ export interface ResolvedTransport {
   maxBufferedStreams: number
   alpn: string[]
   raw: boolean
+  headersTimeoutMs: number
+  bodyTimeoutMs: number
+  sendTimeoutMs: number
+  maxStreamResets: number
+  streamResetWindowMs: number
 }
 
 const MiB = 1024 * 1024
@@ -163,6 +203,11 @@ export function resolveTransport(
     maxBufferedStreams: integer(o, 'maxBufferedStreams', 16, 0, 2 ** 16),
     alpn: extra.alpn ?? [],
     raw: extra.raw ?? false,
+    headersTimeoutMs: integer(o, 'headersTimeoutMs', 30_000, 0, 2 ** 31),
+    bodyTimeoutMs: integer(o, 'bodyTimeoutMs', 30_000, 0, 2 ** 31),
+    sendTimeoutMs: integer(o, 'sendTimeoutMs', 30_000, 0, 2 ** 31),
+    maxStreamResets: integer(o, 'maxStreamResets', 500, 0, 2 ** 31),
+    streamResetWindowMs: integer(o, 'streamResetWindowMs', 10_000, 1, 2 ** 31),
   }
 }
 

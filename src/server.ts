@@ -705,9 +705,21 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
       case Ev.Reset: {
         const s = this.#state(e)
         if (!s) break
-        const err = new H3Error('ERR_H3_STREAM_RESET', `stream reset with code 0x${e.code.toString(16)}`, { wireCode: e.code })
+        const err =
+          e.text === 'body timeout'
+            ? new H3Error('ERR_H3_BODY_TIMEOUT', 'the request body stopped arriving (bodyTimeoutMs)', { wireCode: e.code })
+            : e.text === 'send timeout'
+              ? new H3Error('ERR_H3_SEND_TIMEOUT', 'the client stopped reading the response (sendTimeoutMs)', { wireCode: e.code })
+              : new H3Error('ERR_H3_STREAM_RESET', `stream reset with code 0x${e.code.toString(16)}`, { wireCode: e.code })
         this.#abort(s, err)
         this.#drop(e.conn, e.stream)
+        break
+      }
+      case Ev.PeerAddress: {
+        // The connection migrated (NAT rebinding, new address): requests
+        // from now on name the new address; earlier ones keep theirs.
+        const old = this.#conns.get(e.conn)
+        if (old) this.#conns.set(e.conn, { ...old, remoteAddress: e.remoteAddress ?? old.remoteAddress, remotePort: e.remotePort ?? old.remotePort, localAddress: e.localAddress ?? old.localAddress, localPort: e.localPort ?? old.localPort })
         break
       }
       case Ev.StopSending: {

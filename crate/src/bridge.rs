@@ -45,6 +45,9 @@ pub enum EventKind {
     StreamOpen = 14,
     /// The peer asked WebTransport session `stream` to drain.
     SessionDrain = 15,
+    /// The connection moved to a new peer address (NAT rebinding or
+    /// migration): `info` holds the new addresses.
+    PeerAddress = 16,
 }
 
 /// Connection facts given to JS with [`EventKind::ConnOpen`].

@@ -32,6 +32,8 @@ pub struct Driver {
     /// not in a turn that wrote stream data (it must leave in a packet
     /// before CONNECTION_CLOSE; the peer's ACK brings the next turn).
     close_when_delivered: Option<u64>,
+    /// JS can no longer send commands.
+    rx_closed: bool,
     on_gone: Option<OnGone>,
 }
 
@@ -58,6 +60,7 @@ impl Driver {
             established: false,
             draining: false,
             close_when_delivered: None,
+            rx_closed: false,
             on_gone: Some(on_gone),
         }
     }
@@ -106,6 +109,38 @@ impl Driver {
     fn flush_events(&mut self) {
         self.sink.push_all(&mut self.session.events);
     }
+
+    /// After a migration (NAT rebinding, a new client address), tells JS
+    /// the peer's new address: quiche moved the active path to it.
+    fn check_peer_address(&mut self, q: &QuicheConnection) {
+        if !self.established {
+            return;
+        }
+        let Some(p) = q.path_stats().find(|p| p.active) else {
+            return;
+        };
+        if p.peer_addr == self.peer && p.local_addr == self.local {
+            return;
+        }
+        self.peer = p.peer_addr;
+        self.local = p.local_addr;
+        let mut ev = Event::new(EventKind::PeerAddress, self.id, 0);
+        ev.info = Some(self.conn_info(q));
+        self.sink.push(ev);
+    }
+
+    fn conn_info(&self, q: &QuicheConnection) -> ConnInfo {
+        ConnInfo {
+            remote_address: self.peer.ip().to_string(),
+            remote_port: self.peer.port(),
+            local_address: self.local.ip().to_string(),
+            local_port: self.local.port(),
+            alpn: String::from_utf8_lossy(q.application_proto()).into_owned(),
+            resumed: q.is_resumed(),
+            server_name: q.server_name().map(str::to_owned),
+            max_datagram_size: q.dgram_max_writable_len().unwrap_or(0) as u32,
+        }
+    }
 }
 
 /// Transport statistics of `q`.
@@ -119,7 +154,7 @@ pub fn stats_of(q: &QuicheConnection) -> ConnStats {
         recv_bytes: s.recv_bytes,
         ..Default::default()
     };
-    if let Some(p) = q.path_stats().next() {
+    if let Some(p) = q.path_stats().find(|p| p.active) {
         out.rtt_ms = p.rtt.as_secs_f64() * 1000.0;
         out.cwnd = p.cwnd as u64;
     }
@@ -137,16 +172,7 @@ impl ApplicationOverQuic for Driver {
             self.fail(q, e);
         }
         let mut ev = Event::new(EventKind::ConnOpen, self.id, 0);
-        ev.info = Some(ConnInfo {
-            remote_address: self.peer.ip().to_string(),
-            remote_port: self.peer.port(),
-            local_address: self.local.ip().to_string(),
-            local_port: self.local.port(),
-            alpn: String::from_utf8_lossy(q.application_proto()).into_owned(),
-            resumed: q.is_resumed(),
-            server_name: q.server_name().map(str::to_owned),
-            max_datagram_size: q.dgram_max_writable_len().unwrap_or(0) as u32,
-        });
+        ev.info = Some(self.conn_info(q));
         self.sink.push(ev);
         Ok(())
     }
@@ -159,11 +185,29 @@ impl ApplicationOverQuic for Driver {
         if !self.pending.is_empty() {
             return Ok(());
         }
-        match self.rx.recv().await {
-            Some(cmd) => self.pending.push(cmd),
-            // Nobody can send commands any more: only packets and timers
-            // drive this connection now.
-            None => std::future::pending::<()>().await,
+        // A stream timer (headers, body, send timeouts) wakes the worker
+        // too; `process_writes` then applies it. Both arms are cancel-safe.
+        let deadline = self.session.next_deadline();
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let commands = async {
+            if self.rx_closed {
+                // Nobody can send commands any more: only packets and
+                // timers drive this connection now.
+                return std::future::pending::<Option<Command>>().await;
+            }
+            self.rx.recv().await
+        };
+        tokio::select! {
+            cmd = commands => match cmd {
+                Some(cmd) => self.pending.push(cmd),
+                None => self.rx_closed = true,
+            },
+            () = timer => {}
         }
         Ok(())
     }
@@ -173,6 +217,7 @@ impl ApplicationOverQuic for Driver {
             self.fail(q, e);
         }
         self.session.poll_stopped(q);
+        self.check_peer_address(q);
         Ok(())
     }
 
@@ -185,6 +230,9 @@ impl ApplicationOverQuic for Driver {
         let had_cmds = !cmds.is_empty();
         for c in cmds {
             self.apply(q, c);
+        }
+        if self.session.next_deadline().is_some() {
+            self.session.check_timers(q, std::time::Instant::now());
         }
         if had_cmds {
             // Credit granted by JS may unblock reads.

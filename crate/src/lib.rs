@@ -70,6 +70,18 @@ pub struct NativeTransport {
     pub alpn: Vec<String>,
     /// Raw QUIC (no HTTP/3).
     pub raw: bool,
+    /// Stream timeouts, ms (0 = off).
+    pub headers_timeout_ms: f64,
+    pub body_timeout_ms: f64,
+    pub send_timeout_ms: f64,
+    /// Peer stream resets allowed per `stream_reset_window_ms` (0 = no limit).
+    pub max_stream_resets: f64,
+    pub stream_reset_window_ms: f64,
+}
+
+/// `ms` as a timeout; 0 turns it off.
+fn timeout(ms: f64) -> Option<std::time::Duration> {
+    (ms > 0.0).then(|| std::time::Duration::from_millis(ms as u64))
 }
 
 impl NativeTransport {
@@ -106,6 +118,11 @@ impl NativeTransport {
                 max_wt_sessions: self.max_web_transport_sessions as u64,
                 max_buffered_streams: self.max_buffered_streams as usize,
                 raw: self.raw,
+                headers_timeout: timeout(self.headers_timeout_ms),
+                body_timeout: timeout(self.body_timeout_ms),
+                send_timeout: timeout(self.send_timeout_ms),
+                max_resets: self.max_stream_resets as u32,
+                reset_window: std::time::Duration::from_millis(self.stream_reset_window_ms as u64),
             },
         )
     }

@@ -13,6 +13,7 @@
 //!   outstanding bytes under a high-water mark.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use quiche::h3::qpack;
 use quiche::h3::{Header, NameValue};
@@ -62,6 +63,24 @@ pub struct Limits {
     /// Raw QUIC: no HTTP/3 at all; every stream carries bytes as they come
     /// and datagrams carry no flow id.
     pub raw: bool,
+    /// Server: a request's whole header section must arrive within this
+    /// time of its stream opening, else the stream is reset
+    /// (H3_REQUEST_REJECTED; the application never sees it). `None`: off.
+    pub headers_timeout: Option<Duration>,
+    /// Server: while a request body is wanted (the application has read
+    /// credit left), some of it must arrive within this time, else the
+    /// request ends with 408 (or a reset once a response started). `None`: off.
+    pub body_timeout: Option<Duration>,
+    /// Server: a response with bytes waiting must get some of them accepted
+    /// by QUIC (the client reads and extends flow control) within this time,
+    /// else the stream is reset (H3_REQUEST_CANCELLED). `None`: off.
+    pub send_timeout: Option<Duration>,
+    /// Server: request streams the peer may cancel (RESET_STREAM) within
+    /// `reset_window`; one more closes the connection with
+    /// H3_EXCESSIVE_LOAD (rapid-reset protection). 0: no limit.
+    pub max_resets: u32,
+    /// The window `max_resets` counts over.
+    pub reset_window: Duration,
 }
 
 impl Default for Limits {
@@ -76,6 +95,11 @@ impl Default for Limits {
             max_wt_sessions: 16,
             max_buffered_streams: 16,
             raw: false,
+            headers_timeout: Some(Duration::from_secs(30)),
+            body_timeout: Some(Duration::from_secs(30)),
+            send_timeout: Some(Duration::from_secs(30)),
+            max_resets: 500,
+            reset_window: Duration::from_secs(10),
         }
     }
 }
@@ -144,10 +168,20 @@ struct ReqStream {
     /// The body is a capsule sequence read here, not by JS (an accepted
     /// WebTransport CONNECT stream).
     capsules: Option<Box<CapsuleReader>>,
+    /// Server: a response head was queued.
+    responded: bool,
+    /// When the stream was first seen (headers timeout).
+    opened_at: Instant,
+    /// Last time stream bytes arrived, or reading resumed (body timeout).
+    recv_progress: Instant,
+    /// Last time QUIC accepted queued bytes, or bytes were queued on an
+    /// empty queue (send timeout).
+    send_progress: Instant,
 }
 
 impl ReqStream {
     fn new() -> Self {
+        let t = Instant::now();
         Self {
             recv: Recv::FrameHeader,
             inbuf: Vec::new(),
@@ -173,6 +207,10 @@ impl ReqStream {
             wt_session: None,
             parked: false,
             capsules: None,
+            responded: false,
+            opened_at: t,
+            recv_progress: t,
+            send_progress: t,
         }
     }
 
@@ -327,6 +365,18 @@ pub struct Session {
     /// Stream writes handed to quiche so far (tells a turn that wrote from
     /// one that did not).
     pub writes: u64,
+    /// When the stream timers are next checked (server).
+    next_check: Option<Instant>,
+    /// Peer stream resets counted in the current window: `(start, count)`.
+    resets: (Instant, u32),
+}
+
+/// Which stream timer ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timeout {
+    Headers,
+    Body,
+    Send,
 }
 
 impl Session {
@@ -361,7 +411,151 @@ impl Session {
             ended: VecDeque::new(),
             dgram: DgramStats::default(),
             writes: 0,
+            next_check: None,
+            resets: (Instant::now(), 0),
         }
+    }
+
+    /// When [`Session::check_timers`] next has work to do, if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_check
+    }
+
+    /// The shortest stream timeout configured, if any.
+    fn min_timeout(&self) -> Option<Duration> {
+        let l = &self.limits;
+        [l.headers_timeout, l.body_timeout, l.send_timeout]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Makes sure the timers are checked by `at`.
+    fn arm(&mut self, at: Instant) {
+        if self.next_check.is_none_or(|n| at < n) {
+            self.next_check = Some(at);
+        }
+    }
+
+    /// The running timer of request stream `s` and when it runs out. Only
+    /// one runs at a time; the headers timer first, then the body timer
+    /// while the application wants body bytes; the send timer while a
+    /// response has bytes QUIC has not taken.
+    fn stream_deadline(&self, id: u64, s: &ReqStream) -> Option<(Instant, Timeout)> {
+        if self.role != Role::Server || id & 0x3 != 0 || s.raw || s.capsules.is_some() || s.parked {
+            return None;
+        }
+        let l = &self.limits;
+        let mut best: Option<(Instant, Timeout)> = None;
+        let mut consider = |at: Option<Instant>, t: Timeout| {
+            if let Some(at) = at {
+                if best.is_none_or(|(b, _)| at < b) {
+                    best = Some((at, t));
+                }
+            }
+        };
+        if s.recv != Recv::Done {
+            if !s.headers_seen {
+                if !s.hidden {
+                    consider(l.headers_timeout.map(|d| s.opened_at + d), Timeout::Headers);
+                }
+            } else if s.drop_body || s.delivered - s.consumed < l.stream_read_window {
+                consider(l.body_timeout.map(|d| s.recv_progress + d), Timeout::Body);
+            }
+        }
+        if !s.send_closed && !s.out.is_empty() {
+            consider(l.send_timeout.map(|d| s.send_progress + d), Timeout::Send);
+        }
+        best
+    }
+
+    /// Server: applies the stream timers that ran out by `now` (see
+    /// [`Limits`]) and schedules the next check.
+    pub fn check_timers(&mut self, q: &mut QConn, now: Instant) {
+        if self.next_check.is_none_or(|n| n > now) {
+            return;
+        }
+        let fallback = self.min_timeout().map(|d| now + d);
+        let mut next: Option<Instant> = None;
+        let mut expired = Vec::new();
+        for (&id, s) in &self.streams {
+            match self.stream_deadline(id, s) {
+                Some((at, t)) if at <= now => expired.push((id, t)),
+                Some((at, _)) => next = Some(next.map_or(at, |n| n.min(at))),
+                // A timer may start later (body wanted, bytes queued): look
+                // again after the shortest timeout.
+                None if id & 0x3 == 0 && !s.raw => {
+                    if let Some(f) = fallback {
+                        next = Some(next.map_or(f, |n| n.min(f)));
+                    }
+                }
+                None => {}
+            }
+        }
+        self.next_check = next;
+        for (id, t) in expired {
+            self.on_timeout(q, id, t);
+        }
+    }
+
+    fn on_timeout(&mut self, q: &mut QConn, id: u64, t: Timeout) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        let text = match t {
+            Timeout::Headers => {
+                // The application never saw it: just give up on it.
+                let _ = q.stream_shutdown(id, Shutdown::Read, H3Code::RequestRejected.code());
+                let _ = q.stream_shutdown(id, Shutdown::Write, H3Code::RequestRejected.code());
+                self.forget(id);
+                return;
+            }
+            Timeout::Body => "body timeout",
+            Timeout::Send => "send timeout",
+        };
+        let hidden = s.hidden;
+        if t == Timeout::Body && !s.responded {
+            // RFC 9114 §4.1.1: a complete response before the whole
+            // request, then STOP_SENDING with H3_NO_ERROR.
+            if !hidden {
+                let ev = self.event(EventKind::Reset, id);
+                ev.code = H3Code::NoError.code();
+                ev.text = Some(text.into());
+            }
+            let _ = self.refuse(q, id, 408);
+            return;
+        }
+        let code = H3Code::RequestCancelled.code();
+        let s = self.streams.get_mut(&id).unwrap();
+        if s.recv != Recv::Done {
+            let _ = q.stream_shutdown(id, Shutdown::Read, code);
+        }
+        if !(s.send_closed || s.fin_sent && s.out.is_empty()) {
+            let _ = q.stream_shutdown(id, Shutdown::Write, code);
+        }
+        self.forget(id);
+        if !hidden {
+            let ev = self.event(EventKind::Reset, id);
+            ev.code = code;
+            ev.text = Some(text.into());
+        }
+    }
+
+    /// Server: counts a request stream the peer cancelled; past
+    /// `max_resets` in `reset_window` the connection is closed.
+    fn count_reset(&mut self, id: u64) -> ConnResult<()> {
+        if self.role != Role::Server || id & 0x3 != 0 || self.limits.max_resets == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now.duration_since(self.resets.0) > self.limits.reset_window {
+            self.resets = (now, 0);
+        }
+        self.resets.1 += 1;
+        if self.resets.1 > self.limits.max_resets {
+            return Err(ConnError::new(H3Code::ExcessiveLoad, "too many request streams reset"));
+        }
+        Ok(())
     }
 
     fn event(&mut self, kind: EventKind, stream: u64) -> &mut Event {
@@ -476,6 +670,9 @@ impl Session {
                 bytes = GREASE_EMPTY_FRAME.to_vec();
             }
             if !bytes.is_empty() {
+                if s.out.is_empty() {
+                    s.send_progress = Instant::now();
+                }
                 s.out.push_back(OutChunk { bytes, payload });
             }
             s.out_fin |= fin;
@@ -532,6 +729,9 @@ impl Session {
             } else {
                 self.end_session(q, stream, None);
             }
+        }
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.responded = true;
         }
         self.queue(stream, bytes, 0, fin);
         self.open_pending(q);
@@ -765,6 +965,10 @@ impl Session {
     /// JS consumed `bytes` of the body it was given: read more.
     pub fn grant(&mut self, stream: u64, bytes: u64) {
         if let Some(s) = self.streams.get_mut(&stream) {
+            if s.delivered - s.consumed >= self.limits.stream_read_window {
+                // Reading resumes: the peer was held back by us until now.
+                s.recv_progress = Instant::now();
+            }
             s.consumed = (s.consumed + bytes).min(s.delivered);
             self.to_read.insert(stream);
         }
@@ -941,7 +1145,11 @@ impl Session {
                 return self.release_unread(q, id);
             }
             self.max_request_id = Some(self.max_request_id.map_or(id, |m| m.max(id)));
-            self.streams.insert(id, ReqStream::new());
+            let s = ReqStream::new();
+            if let Some(d) = self.min_timeout() {
+                self.arm(s.opened_at + d);
+            }
+            self.streams.insert(id, s);
         }
         self.read_stream(q, id)
     }
@@ -957,6 +1165,9 @@ impl Session {
         };
         if id & 0x2 == 0 {
             let _ = q.stream_shutdown(id, Shutdown::Write, code.code());
+        }
+        if code == H3Code::RequestCancelled {
+            self.count_reset(id)?;
         }
         Ok(())
     }
@@ -989,6 +1200,9 @@ impl Session {
                     let want = 16 - s.unparsed().len().min(16);
                     match recv(q, id, &mut small[..want.max(1)]) {
                         Read::Got(n, fin) => {
+                            if n > 0 {
+                                s.recv_progress = Instant::now();
+                            }
                             s.inbuf.extend_from_slice(&small[..n]);
                             s.recv_fin = fin;
                             if n == 0 && !fin {
@@ -1062,6 +1276,7 @@ impl Session {
                     if n == 0 && !fin {
                         return Ok(());
                     }
+                    s.recv_progress = Instant::now();
                     let left = left - n;
                     s.recv = if left == 0 {
                         Recv::FrameHeader
@@ -1518,6 +1733,7 @@ impl Session {
     }
 
     fn on_peer_reset(&mut self, q: &mut QConn, id: u64, code: u64) -> ConnResult<()> {
+        self.count_reset(id)?;
         if self.wt.contains_key(&id) {
             self.end_session(q, id, Some((false, 0, String::new())));
         }
@@ -1860,6 +2076,9 @@ impl Session {
             match q.stream_send(id, rest, fin) {
                 Ok(n) => {
                     self.writes += 1;
+                    if n > 0 {
+                        s.send_progress = Instant::now();
+                    }
                     if n < rest.len() {
                         s.out_off += n;
                         blocked = true;

@@ -811,3 +811,145 @@ fn unknown_unidirectional_streams_give_their_stream_credit_back() {
         p.client_turn();
     }
 }
+
+fn post(path: &str) -> Vec<String> {
+    strings(&[
+        ":method",
+        "POST",
+        ":scheme",
+        "https",
+        ":authority",
+        "example",
+        ":path",
+        path,
+    ])
+}
+
+/// Lets `d` pass, then runs the server's stream timers and sends what they
+/// queued.
+fn after(p: &mut Pipe, d: std::time::Duration) {
+    std::thread::sleep(d);
+    assert!(p.s.next_deadline().is_some(), "a timer is armed");
+    p.s.check_timers(&mut p.server, std::time::Instant::now());
+    p.s.flush(&mut p.server);
+    p.advance();
+}
+
+const MS: std::time::Duration = std::time::Duration::from_millis(1);
+
+#[test]
+fn a_request_whose_headers_never_finish_is_rejected_after_the_headers_timeout() {
+    let mut p = Pipe::new(Limits {
+        headers_timeout: Some(40 * MS),
+        ..Limits::default()
+    });
+    // The first bytes of a HEADERS frame, and nothing more.
+    p.raw(0, &headers_frame(&get("/"))[..3], false);
+    p.server_turn().unwrap();
+    after(&mut p, 10 * MS);
+    assert_eq!(client_stream_reset(&mut p, 0), None, "not yet");
+    after(&mut p, 50 * MS);
+    assert_eq!(
+        client_stream_reset(&mut p, 0),
+        Some(H3Code::RequestRejected.code())
+    );
+    assert!(p.s.events.is_empty(), "JS never saw it");
+    // The connection serves on.
+    p.c.send_headers(&mut p.client, 4, &get("/after"), true);
+    p.send_to_server();
+    assert!(kinds(&mut p.s).contains(&(EventKind::Headers as u32, 4)));
+}
+
+#[test]
+fn a_request_body_that_stops_coming_gets_408_after_the_body_timeout() {
+    let mut p = Pipe::new(Limits {
+        body_timeout: Some(40 * MS),
+        ..Limits::default()
+    });
+    p.c.send_headers(&mut p.client, 0, &post("/up"), false);
+    p.c.write(0, b"some".to_vec(), false);
+    p.send_to_server();
+    assert!(kinds(&mut p.s).contains(&(EventKind::Headers as u32, 0)));
+    after(&mut p, 60 * MS);
+    let ev: Vec<_> = p.s.events.drain(..).collect();
+    assert!(
+        ev.iter()
+            .any(|e| e.kind == EventKind::Reset as u32 && e.text.as_deref() == Some("body timeout")),
+        "JS learns why"
+    );
+    p.client_turn();
+    let head = p
+        .c
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Headers as u32)
+        .and_then(|e| e.headers.clone());
+    assert_eq!(head.as_deref(), Some(&strings(&[":status", "408"])[..]));
+}
+
+#[test]
+fn a_body_held_back_by_the_application_does_not_time_out() {
+    let mut p = Pipe::new(Limits {
+        body_timeout: Some(40 * MS),
+        stream_read_window: 4096,
+        ..Limits::default()
+    });
+    p.c.send_headers(&mut p.client, 0, &post("/up"), false);
+    p.c.write(0, vec![1; 10_000], false);
+    p.send_to_server();
+    // JS holds the whole window and reads nothing: the client is not at fault.
+    after(&mut p, 60 * MS);
+    assert!(!p.s.events.iter().any(|e| e.kind == EventKind::Reset as u32));
+    p.s.grant(0, 4096);
+    p.server_turn().unwrap();
+    assert!(p.s.events.iter().any(|e| e.data.is_some()));
+}
+
+#[test]
+fn a_response_the_client_stops_reading_is_reset_after_the_send_timeout() {
+    let mut p = Pipe::new(Limits {
+        send_timeout: Some(40 * MS),
+        ..Limits::default()
+    });
+    p.c.send_headers(&mut p.client, 0, &get("/big"), true);
+    p.send_to_server();
+    p.s.events.clear();
+    // More than the client's stream window (1 MB), which it never extends.
+    p.s.send_headers(&mut p.server, 0, &strings(&[":status", "200"]), false);
+    p.s.write(0, vec![0; 3_000_000], true);
+    p.s.flush(&mut p.server);
+    p.advance();
+    after(&mut p, 60 * MS);
+    let ev: Vec<_> = p.s.events.drain(..).collect();
+    assert!(
+        ev.iter()
+            .any(|e| e.kind == EventKind::Reset as u32 && e.text.as_deref() == Some("send timeout")),
+        "JS learns why: {:?}",
+        ev.iter().map(|e| (e.kind, e.text.clone())).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        client_stream_reset(&mut p, 0),
+        Some(H3Code::RequestCancelled.code())
+    );
+}
+
+#[test]
+fn too_many_request_resets_close_the_connection_with_h3_excessive_load() {
+    let mut p = Pipe::new(Limits {
+        max_resets: 10,
+        ..Limits::default()
+    });
+    let mut result = Ok(());
+    for i in 0..11u64 {
+        let id = i * 4;
+        p.c.send_headers(&mut p.client, id, &post("/"), false);
+        p.send_to_server();
+        p.client.stream_shutdown(id, quiche::Shutdown::Write, 0x10c).unwrap();
+        p.advance();
+        result = p.server_turn();
+        if i < 10 {
+            assert_eq!(result, Ok(()), "reset {i} is within the limit");
+        }
+    }
+    assert_eq!(result, Err(H3Code::ExcessiveLoad));
+}
