@@ -2,8 +2,7 @@
 // (clients/h3_raw_client.py, aioquic's QUIC layer, HTTP/3 framing and QPACK
 // written by hand) sends what RFC 9114, RFC 9204 and RFC 9297 forbid, or what
 // a hostile peer would send, to the real server over UDP on loopback. Every
-// assertion is the outcome the RFCs require; where the server differs today
-// the test is `test.failing` and names the place in crate/src/h3/session.rs.
+// assertion is the outcome the RFCs require.
 // After each case: the server's own client still gets 200, and the server's
 // connection and request counts are back at their baseline.
 //
@@ -309,46 +308,39 @@ test.serial('invalid QPACK field sections are connection errors QPACK_DECOMPRESS
   await settled(t)
 })
 
-// Known deviations (test.failing: they pass while the server deviates, and
-// ava reports them once it no longer does).
+// QPACK and SETTINGS details that quiche's decoder does not check; the
+// session checks them itself (crate/src/h3/session.rs `decode`,
+// `check_encoder_stream`, the SETTINGS branch of `parse_uni`).
 
-// session.rs `decode` (≈ line 1327) maps every qpack::Error::HeaderListTooLarge
-// to 431, and quiche's decoder returns HeaderListTooLarge for a Huffman string
-// it cannot decode (octets' BufferTooShortError is mapped to it), so a string
-// holding EOS gets 431 instead of QPACK_DECOMPRESSION_FAILED (RFC 9204 §4.1.2,
-// RFC 7541 §5.2).
-test.serial.failing('known deviation: an invalid Huffman string is QPACK_DECOMPRESSION_FAILED (today: 431)', async (t) => {
+// quiche reports an undecodable Huffman string as HeaderListTooLarge; the
+// session decodes again without a size limit to tell the two apart.
+test.serial('an invalid Huffman string is QPACK_DECOMPRESSION_FAILED (RFC 9204 §4.1.2, not 431)', async (t) => {
   const r = await raw('qpack-garbage')
   t.log(JSON.stringify(probe(r, 'invalid-huffman').response ?? probe(r, 'invalid-huffman').connClose))
   connError(t, r, 'invalid-huffman', H3.QPACK_DECOMPRESSION_FAILED)
 })
 
-// quiche's qpack::Decoder::decode reads the Required Insert Count and never
-// checks it; with a dynamic table of capacity 0 any non-zero value is
-// QPACK_DECOMPRESSION_FAILED (RFC 9204 §4.5.1.1). session.rs `decode` does not
-// check it either: the request is served.
-test.serial.failing('known deviation: a non-zero Required Insert Count is QPACK_DECOMPRESSION_FAILED (today: served)', async (t) => {
+// With a dynamic table of capacity 0 any non-zero Required Insert Count is
+// QPACK_DECOMPRESSION_FAILED (RFC 9204 §4.5.1.1).
+test.serial('a non-zero Required Insert Count is QPACK_DECOMPRESSION_FAILED', async (t) => {
   const r = await raw('qpack-garbage')
-  t.log(JSON.stringify(probe(r, 'nonzero-required-insert-count').response))
+  t.log(JSON.stringify(probe(r, 'nonzero-required-insert-count').connClose))
   connError(t, r, 'nonzero-required-insert-count', H3.QPACK_DECOMPRESSION_FAILED)
 })
 
-// session.rs `read_uni` ("Dynamic table capacity is 0: nothing to act on",
-// ≈ line 1602) drops encoder-stream bytes unread: a Set Dynamic Table Capacity
-// above the advertised 0, or an insert, must be QPACK_ENCODER_STREAM_ERROR
-// (RFC 9204 §4.3.1, §3.2.3).
-test.serial.failing('known deviation: encoder-stream instructions beyond capacity 0 are QPACK_ENCODER_STREAM_ERROR (today: ignored)', async (t) => {
+// A Set Dynamic Table Capacity above the advertised 0, or an insert, is
+// QPACK_ENCODER_STREAM_ERROR (RFC 9204 §4.3.1, §3.2.3).
+test.serial('encoder-stream instructions beyond capacity 0 are QPACK_ENCODER_STREAM_ERROR', async (t) => {
   const r = await raw('control-misc', ['--variant', 'encoder-capacity-over-limit,encoder-insert-into-empty-table'])
   logProbes(t, r)
   connError(t, r, 'encoder-capacity-over-limit', H3.QPACK_ENCODER_STREAM_ERROR)
   connError(t, r, 'encoder-insert-into-empty-table', H3.QPACK_ENCODER_STREAM_ERROR)
 })
 
-// The peer's SETTINGS values are never looked at (session.rs `parse_uni`,
-// SETTINGS branch ≈ line 1758): H3_DATAGRAM other than 0/1, or H3_DATAGRAM=1
-// without the max_datagram_frame_size transport parameter, must be
-// H3_SETTINGS_ERROR (RFC 9297 §2.1.1).
-test.serial.failing('known deviation: a bad SETTINGS_H3_DATAGRAM is H3_SETTINGS_ERROR (today: accepted)', async (t) => {
+// H3_DATAGRAM other than 0/1, or H3_DATAGRAM=1 without the
+// max_datagram_frame_size transport parameter, is H3_SETTINGS_ERROR
+// (RFC 9297 §2.1.1).
+test.serial('a bad SETTINGS_H3_DATAGRAM is H3_SETTINGS_ERROR', async (t) => {
   const r = await raw('control-misc', ['--variant', 'h3-datagram-setting-2,h3-datagram-without-transport-param'])
   logProbes(t, r)
   connError(t, r, 'h3-datagram-setting-2', H3.SETTINGS_ERROR)

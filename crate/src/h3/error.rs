@@ -25,6 +25,8 @@ pub enum H3Code {
     ConnectError = 0x10f,
     VersionFallback = 0x110,
     QpackDecompressionFailed = 0x200,
+    /// QPACK_ENCODER_STREAM_ERROR (RFC 9204 §6).
+    QpackEncoderStreamError = 0x201,
     /// H3_DATAGRAM_ERROR (RFC 9297 §2.1).
     DatagramError = 0x33,
 }

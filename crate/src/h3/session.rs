@@ -1555,12 +1555,27 @@ impl Session {
     }
 
     fn decode(&mut self, payload: &[u8]) -> Result<Vec<Header>, H3Code> {
+        // Our dynamic table has capacity 0, so the only valid Required
+        // Insert Count is 0, one zero byte (RFC 9204 §4.5.1.1); quiche
+        // reads the prefix without checking it.
+        if payload.first().is_some_and(|&b| b != 0) {
+            return Err(H3Code::QpackDecompressionFailed);
+        }
         match self
             .decoder
             .decode(payload, self.limits.max_field_section_size)
         {
             Ok(h) => Ok(h),
-            Err(qpack::Error::HeaderListTooLarge) => Err(H3Code::ExcessiveLoad),
+            Err(qpack::Error::HeaderListTooLarge) => {
+                // quiche reports an undecodable Huffman string as "too
+                // large" too: decoding again without the size limit tells
+                // the two apart (the payload is already bounded by the
+                // frame size limit, and this runs only on this error).
+                match self.decoder.decode(payload, u64::MAX) {
+                    Ok(_) => Err(H3Code::ExcessiveLoad),
+                    Err(_) => Err(H3Code::QpackDecompressionFailed),
+                }
+            }
             Err(_) => Err(H3Code::QpackDecompressionFailed),
         }
     }
@@ -1829,8 +1844,11 @@ impl Session {
                         st.discard -= d as u64;
                         data = &data[d..];
                     }
-                    if matches!(st.kind, UniKind::Encoder | UniKind::Decoder) {
-                        // Dynamic table capacity is 0: nothing to act on.
+                    if st.kind == UniKind::Encoder {
+                        check_encoder_stream(data)?;
+                    } else if st.kind == UniKind::Decoder {
+                        // Our encoder never uses the dynamic table: the
+                        // peer's acknowledgements carry nothing to act on.
                     } else {
                         st.inbuf.extend_from_slice(data);
                     }
@@ -1955,7 +1973,10 @@ impl Session {
             *slot = Some(id);
             st.kind = kind;
             if kind != UniKind::Control {
-                st.inbuf = Vec::new();
+                let rest = std::mem::take(&mut st.inbuf);
+                if kind == UniKind::Encoder {
+                    check_encoder_stream(&rest)?;
+                }
                 return Ok(());
             }
         }
@@ -2013,12 +2034,25 @@ impl Session {
                     let pairs = frame::parse_settings(&payload)
                         .ok_or(ConnError::new(H3Code::FrameError, "malformed SETTINGS"))?;
                     let mut seen = BTreeSet::new();
-                    for (k, _) in &pairs {
+                    for (k, v) in &pairs {
                         if setting::is_reserved_h2(*k) || !seen.insert(*k) {
                             return Err(ConnError::new(
                                 H3Code::SettingsError,
                                 "invalid or duplicate setting",
                             ));
+                        }
+                        if *k == setting::H3_DATAGRAM {
+                            // RFC 9297 §2.1.1: 0 or 1, and 1 only alongside
+                            // the max_datagram_frame_size transport parameter.
+                            let dgram_param = q
+                                .peer_transport_params()
+                                .is_some_and(|p| p.max_datagram_frame_size.is_some());
+                            if *v > 1 || (*v == 1 && !dgram_param) {
+                                return Err(ConnError::new(
+                                    H3Code::SettingsError,
+                                    "invalid SETTINGS_H3_DATAGRAM",
+                                ));
+                            }
                         }
                     }
                 }
@@ -2182,6 +2216,20 @@ impl Session {
             }
         }
     }
+}
+
+/// The peer's QPACK encoder stream may only say "Set Dynamic Table
+/// Capacity 0" (one byte, 0x20): we advertise capacity 0, so a larger
+/// capacity or any insert is QPACK_ENCODER_STREAM_ERROR (RFC 9204 §4.3.1,
+/// §3.2.3).
+fn check_encoder_stream(data: &[u8]) -> ConnResult<()> {
+    if data.iter().all(|&b| b == 0x20) {
+        return Ok(());
+    }
+    Err(ConnError::new(
+        H3Code::QpackEncoderStreamError,
+        "encoder stream instruction beyond table capacity 0",
+    ))
 }
 
 fn st_kind(uni: &HashMap<u64, UniStream>, id: u64) -> UniKind {
