@@ -165,6 +165,16 @@ function answered(t, report, name, status, body) {
   if (body !== undefined) t.is(p.response?.body, body, name)
 }
 
+/**
+ * Memory is back near its baseline once the case is over: the process RSS
+ * grew by less than `slackMiB` (allocator arenas keep some; a per-stream
+ * leak over 1000 streams would be far above it).
+ */
+function memoryBack(t, before, slackMiB = 24) {
+  const after = process.memoryUsage().rss
+  t.true(after - before < slackMiB * 2 ** 20, `rss ${mb(before)} -> ${mb(after)}`)
+}
+
 /** A new connection was served after the case (the client's own check). */
 function followUp(t, report) {
   t.is(report.followUp?.status, 200, `GET on a new connection: ${JSON.stringify(report.followUp)}`)
@@ -413,6 +423,7 @@ test.serial('reset storm: 1000 requests cancelled after their response started; 
   followUp(t, r)
   await settled(t)
   t.log(`rss after settling ${mb(process.memoryUsage().rss)}`)
+  memoryBack(t, rss)
 })
 
 test.serial('reset storm: 1000 requests reset at once; the server survives and cleans up', async (t) => {
@@ -425,6 +436,7 @@ test.serial('reset storm: 1000 requests reset at once; the server survives and c
   followUp(t, r)
   await settled(t)
   t.log(`rss after settling ${mb(process.memoryUsage().rss)}`)
+  memoryBack(t, rss)
 })
 
 // A request stream already finished when the server first sees it (reset
@@ -459,6 +471,7 @@ test.serial('2000 abandoned streams (partial HEADERS + reset, reset alone, bare 
     t.true(p.opened >= 256, p.name)
   }
   t.log(`rss ${mb(rss)} -> ${mb(process.memoryUsage().rss)}`)
+  memoryBack(t, rss)
   followUp(t, r)
   await settled(t)
 })
