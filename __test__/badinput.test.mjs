@@ -357,6 +357,20 @@ test.serial('a bad SETTINGS_H3_DATAGRAM is H3_SETTINGS_ERROR', async (t) => {
   connError(t, r, 'h3-datagram-without-transport-param', H3.SETTINGS_ERROR)
 })
 
+// A client that sends GOAWAY is shutting down (RFC 9114 §5.2): the server
+// closes with H3_NO_ERROR once its requests are answered, instead of
+// holding the connection until the idle timeout (30 s here). HTTP/3
+// clients built on the h3 crate (oha among them) wait for that close.
+test.serial('a client GOAWAY after its requests are answered: the server closes the connection with H3_NO_ERROR at once', async (t) => {
+  const r = await raw('control-misc', ['--variant', 'client-goaway'])
+  const p = probe(r, 'client-goaway')
+  t.log(JSON.stringify({ response: p.response, connClose: p.connClose, elapsedMs: p.elapsedMs }))
+  t.is(p.response?.status, 200)
+  connError(t, r, 'client-goaway', H3.NO_ERROR)
+  t.true(p.elapsedMs < 2500, `closed within the client's wait (${p.elapsedMs} ms)`)
+  followUp(t, r)
+})
+
 // A request stream that is only a FIN gets H3_REQUEST_INCOMPLETE (RFC 9114
 // §4.1); it used to be skipped, leaking its stream credit (session.rs
 // `release_unread`).

@@ -912,8 +912,21 @@ def variants_control_misc(opts):
                                  qpack_int(1, 7) + b"x")
         c.transmit()
 
+    async def goaway_when_done(c, probe):
+        # A GET, answered; then GOAWAY (RFC 9114 §5.2): the client is done.
+        sid = c.new_stream()
+        probe["_stream"] = sid
+        c.send(sid, headers_frame(c.request_fields("GET", opts.path)),
+               fin=True)
+        r = c.responses[sid]
+        await c.wait_until(lambda: r.done, opts.timeout)
+        probe["goawaySentAt"] = time.monotonic()
+        c._quic.send_stream_data(c.control_id, frame(GOAWAY, varint(0)))
+        c.transmit()
+
     settings = lambda pairs: frame(SETTINGS, settings_payload(pairs))  # noqa: E731
     return [
+        ("client-goaway", conn(H3_NO_ERROR), goaway_when_done),
         ("settings-h2-reserved-id", conn(H3_SETTINGS_ERROR), then_get(opts),
          {"control_payload": settings([(0x2, 0)])}),
         ("duplicate-setting", conn(H3_SETTINGS_ERROR), then_get(opts),

@@ -241,6 +241,12 @@ impl ApplicationOverQuic for Driver {
             }
         }
         self.session.flush(q);
+        // A client's GOAWAY means it is shutting down: rather than leave it
+        // waiting for our idle timeout, close once its requests are
+        // answered and delivered (RFC 9114 §5.2 lets either end close then).
+        if self.session.peer_goaway && !self.draining {
+            self.draining = true;
+        }
         if self.draining
             && !q.is_closed()
             && self.session.active_requests() == 0

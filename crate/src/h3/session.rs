@@ -367,6 +367,8 @@ pub struct Session {
     pub writes: u64,
     /// When the stream timers are next checked (server).
     next_check: Option<Instant>,
+    /// Server: the client sent GOAWAY (it is shutting down gracefully).
+    pub peer_goaway: bool,
     /// Peer stream resets counted in the current window: `(start, count)`.
     resets: (Instant, u32),
 }
@@ -412,6 +414,7 @@ impl Session {
             dgram: DgramStats::default(),
             writes: 0,
             next_check: None,
+            peer_goaway: false,
             resets: (Instant::now(), 0),
         }
     }
@@ -2059,7 +2062,12 @@ impl Session {
                 frame::GOAWAY => {
                     let gid = frame::parse_single_varint(&payload)
                         .ok_or(ConnError::new(H3Code::FrameError, "malformed GOAWAY"))?;
-                    if !server {
+                    if server {
+                        // The client is done with this connection (its id
+                        // limits pushes, which we never make): the driver
+                        // closes once the requests in flight are answered.
+                        self.peer_goaway = true;
+                    } else {
                         if gid % 4 != 0 {
                             return Err(ConnError::new(
                                 H3Code::IdError,
