@@ -3,8 +3,8 @@
 
 /** An HTTP/3 client: a set of connections sharing one event queue. */
 export declare class NativeClient {
-  /** Takes every event queued since the last call. */
-  takeEvents(): Array<NativeEvent>
+  /** Takes every event queued since the last call, packed. */
+  takeBatch(): NativeBatch
   /** Open connections. */
   connectionCount(): number
   /**
@@ -65,8 +65,8 @@ export declare class NativeServer {
    * once, after the ServerClosed event.
    */
   release(): void
-  /** Takes every event queued since the last call. */
-  takeEvents(): Array<NativeEvent>
+  /** Takes every event queued since the last call, packed. */
+  takeBatch(): NativeBatch
   /** Open connections. */
   connectionCount(): number
   /**
@@ -106,6 +106,23 @@ export declare function checkIdentity(cert: Buffer, key: Buffer): void
 /** Generates a development certificate: `[certPem, keyPem, sha256Hex, notAfterSecs]`. */
 export declare function generateDevCert(days: number, names: Array<string>): Array<string>
 
+/**
+ * A batch of events, packed so that crossing into JS costs a few N-API
+ * calls per batch rather than one per field of every event (`src/native.ts`
+ * unpacks it). Per event, `meta` holds five numbers: kind, connection,
+ * stream, code and flags (1 fin, 2 early, 4 has data, 8 has headers,
+ * 16 has text, 32 has info); the optional parts follow in their own
+ * arrays, in event order. A header section is one string, its names and
+ * values joined with NUL, which no valid field contains (RFC 9114 §4.2).
+ */
+export interface NativeBatch {
+  meta: Float64Array
+  data: Array<Buffer>
+  headers: Array<string>
+  texts: Array<string>
+  infos: Array<NativeConnInfo>
+}
+
 /** Client trust settings from JS. */
 export interface NativeClientOptions {
   ca?: Buffer
@@ -115,25 +132,16 @@ export interface NativeClientOptions {
   transport: NativeTransport
 }
 
-/** One event, as JS sees it (see `bridge::Event`). */
-export interface NativeEvent {
-  kind: number
-  conn: number
-  stream: number
-  code: number
-  data?: Buffer
-  headers?: Array<string>
-  fin: boolean
-  text?: string
-  early: boolean
-  remoteAddress?: string
-  remotePort?: number
-  localAddress?: string
-  localPort?: number
-  alpn?: string
-  resumed?: boolean
+/** Connection facts of a `ConnOpen` or `PeerAddress` event. */
+export interface NativeConnInfo {
+  remoteAddress: string
+  remotePort: number
+  localAddress: string
+  localPort: number
+  alpn: string
+  resumed: boolean
   serverName?: string
-  maxDatagramSize?: number
+  maxDatagramSize: number
 }
 
 /** Server settings from JS. */

@@ -11,7 +11,7 @@ import { isIP } from 'node:net'
 
 import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, dispatchAll, sessionPort, streamPort, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, dispatchAll, sessionPort, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
 import { resolveTransport, type TransportOptions } from './options'
 import type { ConnectionStats } from './server'
 import { WebTransportSession, type SessionLimits } from './webtransport'
@@ -373,7 +373,7 @@ export class Client implements AsyncDisposable {
   }
 
   #onBatch(): void {
-        dispatchAll(this.#native.takeEvents(), (e) => this.#dispatch(e))
+        dispatchAll(takeEvents(this.#native), (e) => this.#dispatch(e))
   }
 
   #dispatch(e: NativeEvent): void {

@@ -11,7 +11,71 @@ import type { SessionPort } from './webtransport'
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 export const native: typeof Binding = require('../binding.js')
 
-export type NativeEvent = Binding.NativeEvent
+/** One event from the native side (see `crate/src/bridge.rs`). */
+export interface NativeEvent {
+  kind: number
+  conn: number
+  stream: number
+  code: number
+  fin: boolean
+  early: boolean
+  data?: Buffer
+  headers?: string[]
+  text?: string
+  remoteAddress?: string
+  remotePort?: number
+  localAddress?: string
+  localPort?: number
+  alpn?: string
+  resumed?: boolean
+  serverName?: string | null
+  maxDatagramSize?: number
+}
+
+/**
+ * Takes the events the native side queued, unpacking its batch (five
+ * numbers per event in one Float64Array; data, header sections, texts and
+ * connection facts in arrays of their own, in event order). One N-API call
+ * per batch, plain objects of one shape for the dispatchers.
+ */
+export function takeEvents(n: { takeBatch(): Binding.NativeBatch }): NativeEvent[] {
+  const b = n.takeBatch()
+  const m = b.meta
+  const out: NativeEvent[] = new Array(m.length / 5)
+  let d = 0
+  let h = 0
+  let x = 0
+  let f = 0
+  for (let i = 0, j = 0; j < m.length; i++, j += 5) {
+    const flags = m[j + 4]
+    const info = flags & 32 ? b.infos[f++] : undefined
+    let headers: string[] | undefined
+    if (flags & 8) {
+      const joined = b.headers[h++]
+      headers = joined === '' ? [] : joined.split('\0')
+    }
+    out[i] = {
+      kind: m[j],
+      conn: m[j + 1],
+      stream: m[j + 2],
+      code: m[j + 3],
+      fin: (flags & 1) !== 0,
+      early: (flags & 2) !== 0,
+      data: flags & 4 ? b.data[d++] : undefined,
+      headers,
+      text: flags & 16 ? b.texts[x++] : undefined,
+      remoteAddress: info?.remoteAddress,
+      remotePort: info?.remotePort,
+      localAddress: info?.localAddress,
+      localPort: info?.localPort,
+      alpn: info?.alpn,
+      resumed: info?.resumed,
+      serverName: info?.serverName,
+      maxDatagramSize: info?.maxDatagramSize,
+    }
+  }
+  return out
+}
 
 export const enum Ev {
   ConnOpen = 1,

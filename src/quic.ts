@@ -11,7 +11,7 @@ import { lookup } from 'node:dns/promises'
 
 import type { DevCertificate } from './cert'
 import { H3Error, fromNative } from './errors'
-import { native, Ev, dispatchAll, sessionPort, type NativeEvent } from './native'
+import { native, Ev, dispatchAll, sessionPort, takeEvents, type NativeEvent } from './native'
 import { resolveTransport, type TransportOptions } from './options'
 import { Inbox } from './inbox'
 import { addressOf, resolveEndpoint, type AddressInfo, type EndpointOptions } from './server'
@@ -116,7 +116,7 @@ export class QuicServer implements AsyncIterable<QuicConnection>, AsyncDisposabl
     )
     try {
       this.#native = native.NativeServer.listen({ ...endpoint.native, transport }, () =>
-        dispatchAll(this.#native.takeEvents(), (e) => {
+        dispatchAll(takeEvents(this.#native), (e) => {
           if (e.kind === Ev.ServerClosed) this.#finish()
           else this.#conns.dispatch(e)
         }),
@@ -254,7 +254,7 @@ export async function connectQuic(options: QuicConnectOptions): Promise<QuicConn
         insecure: options.insecure ?? false,
         transport,
       },
-      () => dispatchAll(client.takeEvents(), (e) => conns.dispatch(e)),
+      () => dispatchAll(takeEvents(client), (e) => conns.dispatch(e)),
     )
   } catch (e) {
     throw fromNative(e)

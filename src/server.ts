@@ -10,7 +10,7 @@ import { isIP } from 'node:net'
 import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
 import { generateDevCertificate, type DevCertificate } from './cert'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, dispatchAll, sessionPort, streamPort, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, dispatchAll, sessionPort, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
 import { checkBoolean, checkInteger, resolveTransport, type TransportOptions } from './options'
 import { Inbox } from './inbox'
 import { DatagramDuplexStream, WebTransportSession, type SessionLimits } from './webtransport'
@@ -608,7 +608,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
   }
 
   #onBatch(): void {
-        dispatchAll(this.#native.takeEvents(), (e) => this.#dispatch(e))
+        dispatchAll(takeEvents(this.#native), (e) => this.#dispatch(e))
   }
 
   #state(e: NativeEvent): StreamState | undefined {
