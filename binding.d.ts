@@ -8,10 +8,10 @@ export declare class NativeClient {
   /** Open connections. */
   connectionCount(): number
   /**
-   * Sends a header section (flat name/value list): a response head,
-   * trailers, or a client's request.
+   * Sends a header section (names and values joined with NUL): a
+   * response head, trailers, or a client's request.
    */
-  sendHeaders(conn: number, stream: number, headers: Array<string>, fin: boolean): boolean
+  sendHeaders(conn: number, stream: number, headers: string, fin: boolean): boolean
   /** Sends body bytes (`fin` ends the stream). */
   write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean
   /** Returns read credit for a received body. */
@@ -38,10 +38,11 @@ export declare class NativeClient {
   /** Connects to `host:port` (an IP address); resolves to a connection id. */
   connect(host: string, port: number, serverName?: string | undefined | null): Promise<number>
   /**
-   * Opens a request stream with its header section; returns the stream
-   * id, or -1 if the connection is gone.
+   * Opens a request stream with its header section (names and values
+   * joined with NUL); returns the stream id, or -1 if the connection is
+   * gone.
    */
-  request(conn: number, headers: Array<string>, fin: boolean): number
+  request(conn: number, headers: string, fin: boolean): number
   /** Closes every connection and releases the runtime. */
   release(): void
 }
@@ -70,10 +71,10 @@ export declare class NativeServer {
   /** Open connections. */
   connectionCount(): number
   /**
-   * Sends a header section (flat name/value list): a response head,
-   * trailers, or a client's request.
+   * Sends a header section (names and values joined with NUL): a
+   * response head, trailers, or a client's request.
    */
-  sendHeaders(conn: number, stream: number, headers: Array<string>, fin: boolean): boolean
+  sendHeaders(conn: number, stream: number, headers: string, fin: boolean): boolean
   /** Sends body bytes (`fin` ends the stream). */
   write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean
   /** Returns read credit for a received body. */

@@ -200,7 +200,7 @@ export class Client implements AsyncDisposable {
     // A body of known size announces it, as fetch does over HTTP/1.1 and 2.
     const size = knownLength(init?.body)
     if (body !== null && size !== null && !req.headers.has('content-length')) head.push('content-length', String(size))
-    const stream = this.#native.request(conn.id, head, body === null)
+    const stream = this.#native.request(conn.id, head.join('\0'), body === null)
     if (stream < 0) {
       // Gone before its close event reached us: never hand it out again.
       this.#conns.delete(conn.id)
@@ -293,7 +293,7 @@ export class Client implements AsyncDisposable {
         ':authority', u.host,
         ':path', u.pathname + u.search,
       ])
-      const sid = this.#native.request(c.id, head, false)
+      const sid = this.#native.request(c.id, head.join('\0'), false)
       if (sid < 0) throw new H3Error('ERR_H3_CONNECTION_CLOSED', `connection to ${u.origin} is closed`)
       session.bind(sessionPort(this.#native, c.id, sid), sid)
       c.sessions.set(sid, session)

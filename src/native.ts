@@ -108,7 +108,8 @@ export interface StreamPort {
 /** The per-stream commands the native server and client both take. */
 interface NativeStreams {
   write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean
-  sendHeaders(conn: number, stream: number, headers: string[], fin: boolean): boolean
+  /** `headers`: names and values joined with NUL. */
+  sendHeaders(conn: number, stream: number, headers: string, fin: boolean): boolean
   grant(conn: number, stream: number, bytes: number): boolean
   reset(conn: number, stream: number, code: number): boolean
 }
@@ -117,7 +118,7 @@ interface NativeStreams {
 export function streamPort(n: NativeStreams, conn: number, stream: number, stopSending: (code: number) => boolean): StreamPort {
   return {
     write: (data, fin) => n.write(conn, stream, data, fin),
-    sendHeaders: (h, fin) => n.sendHeaders(conn, stream, h, fin),
+    sendHeaders: (h, fin) => n.sendHeaders(conn, stream, h.join('\0'), fin),
     grant: (b) => n.grant(conn, stream, b),
     reset: (code) => n.reset(conn, stream, code),
     stopSending,

@@ -594,7 +594,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     let m = this.#sessions.get(conn)
     if (!m) this.#sessions.set(conn, (m = new Map()))
     m.set(sid, session)
-    n.sendHeaders(conn, sid, head, false)
+    n.sendHeaders(conn, sid, head.join('\0'), false)
     session.onReady()
     if (this.#closing) session.onDrain()
     return session

@@ -169,6 +169,17 @@ pub struct NativeBatch {
     pub infos: Vec<NativeConnInfo>,
 }
 
+/// A header section from JS: names and values joined with NUL (one string
+/// crosses N-API instead of one per name and value). `None` if the parts do
+/// not pair up (JS's `Headers` never lets a NUL into a field).
+fn split_fields(joined: &str) -> Option<Vec<String>> {
+    if joined.is_empty() {
+        return Some(Vec::new());
+    }
+    let fields: Vec<String> = joined.split('\0').map(str::to_owned).collect();
+    (fields.len() % 2 == 0).then_some(fields)
+}
+
 fn to_batch(events: Vec<bridge::Event>) -> NativeBatch {
     let mut meta = Vec::with_capacity(events.len() * 5);
     let (mut data, mut headers, mut texts, mut infos) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -419,17 +430,14 @@ macro_rules! connection_commands {
                 self.open_connections() as u32
             }
 
-            /// Sends a header section (flat name/value list): a response head,
-            /// trailers, or a client's request.
+            /// Sends a header section (names and values joined with NUL): a
+            /// response head, trailers, or a client's request.
             #[napi]
-            pub fn send_headers(
-                &self,
-                conn: u32,
-                stream: i64,
-                headers: Vec<String>,
-                fin: bool,
-            ) -> bool {
+            pub fn send_headers(&self, conn: u32, stream: i64, headers: String, fin: bool) -> bool {
                 let stream = stream as u64;
+                let Some(headers) = split_fields(&headers) else {
+                    return false;
+                };
                 self.send(
                     conn,
                     Command::Headers {
@@ -687,10 +695,14 @@ impl NativeClient {
         self.conns.lock().unwrap().len()
     }
 
-    /// Opens a request stream with its header section; returns the stream
-    /// id, or -1 if the connection is gone.
+    /// Opens a request stream with its header section (names and values
+    /// joined with NUL); returns the stream id, or -1 if the connection is
+    /// gone.
     #[napi]
-    pub fn request(&self, conn: u32, headers: Vec<String>, fin: bool) -> i64 {
+    pub fn request(&self, conn: u32, headers: String, fin: bool) -> i64 {
+        let Some(headers) = split_fields(&headers) else {
+            return -1;
+        };
         match self.conn(conn) {
             Some(c) => {
                 let stream = c.next_stream_id(true);
