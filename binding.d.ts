@@ -130,6 +130,8 @@ export interface NativeClientOptions {
   /** Hex SHA-256 hashes of accepted leaf certificates. */
   pinnedSha256: Array<string>
   insecure: boolean
+  /** Keep session tickets and resume TLS sessions on new connections. */
+  resumeSessions: boolean
   transport: NativeTransport
 }
 

@@ -245,8 +245,32 @@ cell('retry', 'h3node', async ({ t, check, note }) => {
   }
 })
 
-unsupported('resumption', 'h3node', "h3node's Client keeps no TLS session cache: a new connection to the same server (e.g. after an idle timeout) is a full handshake")
-unsupported('zerortt', 'h3node', "h3node's Client keeps no session tickets, so it never sends 0-RTT")
+cell('resumption', 'h3node', async ({ t, check, note }) => {
+  // The connection idles out after 300 ms; the next fetch opens a new one,
+  // which resumes with the ticket the first one got (resumeSessions, on by
+  // default). A client with it off does a full handshake.
+  const s = await interopServer(t, { idleTimeoutMs: 300 })
+  const c = await h3nodeClient(t, s)
+  const first = await h3nodeGet(c, `${s.base}/hello`)
+  await sleep(800)
+  const second = await h3nodeGet(c, `${s.base}/hello`)
+  check(first.status === 200 && second.status === 200, `GETs: ${first.status}, ${second.status}`)
+  const conns = [...s.connections()]
+  check(conns.length === 2, `${conns.length} server connections, expected 2`)
+  const seen = (conn) => s.seen.requests.filter((x) => x.conn === conn)
+  check(seen(conns[0]).every((x) => x.resumed === false), 'server: the first connection claims resumption')
+  check(seen(conns[1]).length > 0 && seen(conns[1]).every((x) => x.resumed === true), 'server: req.connection.resumed is not true on the second connection')
+  checkNoCertificate(check, note, await s.qlog())
+  note('server: req.connection.resumed === true on the second connection')
+  // The control: with resumeSessions off, two full handshakes.
+  const s2 = await interopServer(t, { idleTimeoutMs: 300 })
+  const c2 = await h3nodeClient(t, s2, { resumeSessions: false })
+  await h3nodeGet(c2, `${s2.base}/hello`)
+  await sleep(800)
+  await h3nodeGet(c2, `${s2.base}/hello`)
+  check(s2.connections().size === 2 && s2.seen.requests.every((x) => x.resumed === false), 'resumeSessions: false still resumed')
+}, { quick: true })
+unsupported('zerortt', 'h3node', "h3node's Client resumes sessions but does not send early data: it sends a request only once the handshake is complete")
 unsupported('chacha20', 'h3node', "h3node's Client has no cipher-suite option (BoringSSL's default TLS 1.3 suites)")
 unsupported('keyupdate', 'h3node', "h3node's Client has no API to initiate a key update")
 

@@ -28,6 +28,14 @@ export interface ClientOptions extends TransportOptions {
   pinnedCertificates?: string[]
   /** Accept any certificate. For tests only. Default `false`. */
   insecure?: boolean
+  /**
+   * Keep the TLS session ticket each server sends (in memory, one per
+   * server address and name, up to 256 servers) and resume that session on
+   * the next connection to it: a shorter handshake without the certificate
+   * (`req.connection.resumed` on an h3node server). A ticket the server no
+   * longer accepts just means a full handshake. Default `true`.
+   */
+  resumeSessions?: boolean
 }
 
 type Pending = {
@@ -114,12 +122,16 @@ export class Client implements AsyncDisposable {
     if (options.insecure !== undefined && typeof options.insecure !== 'boolean') {
       throw new H3Error('ERR_H3_INVALID_OPTION', 'option insecure must be a boolean')
     }
+    if (options.resumeSessions !== undefined && typeof options.resumeSessions !== 'boolean') {
+      throw new H3Error('ERR_H3_INVALID_OPTION', 'option resumeSessions must be a boolean')
+    }
     try {
       this.#native = native.NativeClient.create(
         {
           ca: options.ca === undefined ? undefined : Buffer.from(options.ca),
           pinnedSha256: pins,
           insecure: options.insecure ?? false,
+          resumeSessions: options.resumeSessions ?? true,
           transport,
         },
         () => this.#onBatch(),

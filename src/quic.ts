@@ -252,6 +252,8 @@ export async function connectQuic(options: QuicConnectOptions): Promise<QuicConn
         ca: options.ca === undefined ? undefined : Buffer.from(options.ca),
         pinnedSha256: options.pinnedCertificates ?? [],
         insecure: options.insecure ?? false,
+        // One connection per NativeClient here: nothing to resume later.
+        resumeSessions: false,
         transport,
       },
       () => dispatchAll(takeEvents(client), (e) => conns.dispatch(e)),

@@ -30,6 +30,8 @@ pub async fn connect(
     limits: Limits,
     sink: Arc<EventSink>,
     on_gone: Box<dyn FnOnce() + Send>,
+    resume: Option<Vec<u8>>,
+    on_session: crate::driver::OnSession,
 ) -> Result<ConnHandle, String> {
     let bind: SocketAddr = if peer.is_ipv6() {
         "[::]:0".parse().unwrap()
@@ -58,10 +60,14 @@ pub async fn connect(
         private_key: "",
         kind: CertificateKind::X509,
     };
-    let params = ConnectionParams::new_client(settings, Some(paths), hooks);
+    let mut params = ConnectionParams::new_client(settings, Some(paths), hooks);
+    // A ticket from an earlier connection to this server: resume (no
+    // certificate exchange). A stale one just means a full handshake.
+    params.session = resume;
     let (tx, rx) = mpsc::unbounded_channel();
     let first = first_local_ids(Role::Client, limits.raw);
-    let driver = Driver::new(Role::Client, id, limits, rx, sink, (local, peer), on_gone);
+    let driver =
+        Driver::new(Role::Client, id, limits, rx, sink, (local, peer), on_gone).on_session(on_session);
     let connecting =
         tokio_quiche::quic::connect_with_config(socket, server_name.as_deref(), &params, driver);
     // tokio-quiche's client connector does not enforce the handshake timeout

@@ -17,6 +17,10 @@ use crate::h3::session::{Limits, Role, Session};
 /// Called once when the connection is gone (unregisters its command sender).
 pub type OnGone = Box<dyn FnOnce() + Send>;
 
+/// Client: called once with the TLS session (ticket) the server gave, for
+/// resuming on a later connection.
+pub type OnSession = Box<dyn FnOnce(Vec<u8>) + Send>;
+
 /// One connection's driver.
 pub struct Driver {
     id: u32,
@@ -35,6 +39,7 @@ pub struct Driver {
     /// JS can no longer send commands.
     rx_closed: bool,
     on_gone: Option<OnGone>,
+    on_session: Option<OnSession>,
 }
 
 impl Driver {
@@ -62,7 +67,14 @@ impl Driver {
             close_when_delivered: None,
             rx_closed: false,
             on_gone: Some(on_gone),
+            on_session: None,
         }
+    }
+
+    /// Client: hands the server's session ticket to `f` once it arrives.
+    pub fn on_session(mut self, f: OnSession) -> Self {
+        self.on_session = Some(f);
+        self
     }
 
     fn fail(&mut self, q: &mut QuicheConnection, e: ConnError) {
@@ -218,6 +230,12 @@ impl ApplicationOverQuic for Driver {
         }
         self.session.poll_stopped(q);
         self.check_peer_address(q);
+        if self.on_session.is_some() {
+            if let Some(ticket) = q.session() {
+                let f = self.on_session.take().unwrap();
+                f(ticket.to_vec());
+            }
+        }
         Ok(())
     }
 

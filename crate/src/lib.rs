@@ -566,8 +566,15 @@ pub struct NativeClientOptions {
     /// Hex SHA-256 hashes of accepted leaf certificates.
     pub pinned_sha256: Vec<String>,
     pub insecure: bool,
+    /// Keep session tickets and resume TLS sessions on new connections.
+    pub resume_sessions: bool,
     pub transport: NativeTransport,
 }
+
+/// Session tickets kept per server (address and name), for resumption.
+type Tickets = Arc<Mutex<HashMap<(SocketAddr, Option<String>), Vec<u8>>>>;
+/// Most servers a client keeps a ticket for; past it one is dropped.
+const MAX_TICKETS: usize = 256;
 
 /// An HTTP/3 client: a set of connections sharing one event queue.
 #[napi]
@@ -580,6 +587,8 @@ pub struct NativeClient {
     limits: Limits,
     handle: tokio::runtime::Handle,
     released: bool,
+    /// `None` when resumption is off.
+    tickets: Option<Tickets>,
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -623,6 +632,7 @@ impl NativeClient {
             limits,
             handle,
             released: false,
+            tickets: options.resume_sessions.then(Default::default),
         })
     }
 
@@ -656,9 +666,27 @@ impl NativeClient {
                 conns.lock().unwrap().remove(&id);
             })
         };
+        let peer = SocketAddr::new(ip, port as u16);
+        let key = (peer, server_name.clone());
+        let resume = self
+            .tickets
+            .as_ref()
+            .and_then(|t| t.lock().unwrap().get(&key).cloned());
+        let tickets = self.tickets.clone();
+        let on_session: driver::OnSession = Box::new(move |ticket| {
+            if let Some(t) = tickets {
+                let mut t = t.lock().unwrap();
+                if t.len() >= MAX_TICKETS && !t.contains_key(&key) {
+                    let evict = t.keys().next().cloned();
+                    if let Some(k) = evict {
+                        t.remove(&k);
+                    }
+                }
+                t.insert(key, ticket);
+            }
+        });
         self.handle.spawn(async move {
-            let peer = SocketAddr::new(ip, port as u16);
-            match client::connect(id, peer, server_name, trust, transport, limits, sink, on_gone).await {
+            match client::connect(id, peer, server_name, trust, transport, limits, sink, on_gone, resume, on_session).await {
                 Ok(c) => {
                     let mut table = conns.lock().unwrap();
                     if c.is_gone() {

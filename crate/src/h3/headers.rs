@@ -56,7 +56,10 @@ fn parse_content_length(value: &[u8], prev: Option<u64>) -> Result<u64, Malforme
     let mut result = None;
     // A list of identical values is tolerated (RFC 9110 §8.6).
     for part in s.split(',') {
-        let part = part.trim();
+        // Only optional whitespace (space, tab) may surround a list element
+        // (RFC 9110 §5.6.1); `str::trim` would also take a vertical tab,
+        // a form feed or Unicode spaces (found by fuzzing).
+        let part = part.trim_matches([' ', '\t']);
         if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
             return Err("invalid content-length");
         }
@@ -215,6 +218,14 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(r.method, "GET");
+    }
+
+    #[test]
+    fn content_length_allows_only_spaces_and_tabs_around_values() {
+        assert_eq!(parse_content_length(b" 5\t, 5 ", None), Ok(5));
+        for bad in ["37\x0b", "\x0c5", "5\u{a0}", "\u{3000}5", "5\u{85}", "", " , 5", "+5", "5 5"] {
+            assert!(parse_content_length(bad.as_bytes(), None).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
