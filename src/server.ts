@@ -99,11 +99,44 @@ export interface RespondOptions {
   trailers?: HeadersInit | (() => HeadersInit | undefined)
 }
 
+/**
+ * A request's abort state; its `AbortSignal` is made only when someone asks
+ * for it (most handlers never do), already aborted if the request was.
+ */
+class LazyAbort {
+  #controller: AbortController | null = null
+  #aborted = false
+  #reason: unknown = undefined
+
+  get aborted(): boolean {
+    return this.#aborted
+  }
+
+  get reason(): unknown {
+    return this.#reason
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController()
+      if (this.#aborted) this.#controller.abort(this.#reason)
+    }
+    return this.#controller.signal
+  }
+
+  abort(reason: unknown): void {
+    if (this.#aborted) return
+    this.#aborted = true
+    this.#reason = reason
+    this.#controller?.abort(reason)
+  }
+}
+
 type StreamState = {
   req: IncomingRequest
   body: IncomingBody | null
   out: OutgoingBody | null
-  abort: AbortController
+  abort: LazyAbort
   finished: boolean
   /** HTTP datagrams of the request (created on first use). */
   datagrams: DatagramDuplexStream | null
@@ -268,7 +301,7 @@ export class IncomingRequest {
     if (this.#responded) {
       throw new H3Error('ERR_H3_ALREADY_RESPONDED', `request ${this.#method} ${this.#url} was already responded to`)
     }
-    if (this.#state.finished || this.#state.abort.signal.aborted) {
+    if (this.#state.finished || this.#state.abort.aborted) {
       throw new H3Error('ERR_H3_SESSION_CLOSED', 'the client went away before the session was accepted')
     }
     this.#responded = true
@@ -315,14 +348,14 @@ export class IncomingRequest {
       }
     } catch (err) {
       this.#server.reportError(err, this)
-      if (!this.#state.finished && !this.#state.abort.signal.aborted) {
+      if (!this.#state.finished && !this.#state.abort.aborted) {
         port.sendHeaders([':status', '500', 'content-type', 'text/plain;charset=utf-8'], false)
         port.write(Buffer.from('Internal Server Error'), true)
       }
       return
     }
-    if (this.#state.finished || this.#state.abort.signal.aborted) {
-      await res.body?.cancel(this.#state.abort.signal.reason).catch(() => {})
+    if (this.#state.finished || this.#state.abort.aborted) {
+      await res.body?.cancel(this.#state.abort.reason).catch(() => {})
       return
     }
     const head = flattenHeaders(res.headers, [':status', String(res.status)])
@@ -342,7 +375,7 @@ export class IncomingRequest {
       })
         } catch (err) {
       // A peer abort is not a handler error.
-      if (!this.#state.abort.signal.aborted) this.#server.reportError(err, this)
+      if (!this.#state.abort.aborted) this.#server.reportError(err, this)
       // The stream was reset: no Finished event will come.
       this.#server.settle(this.#state)
     }
@@ -664,12 +697,12 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
           req: null as unknown as IncomingRequest,
           body: null,
           out: null,
-          abort: new AbortController(),
+          abort: new LazyAbort(),
           finished: false,
           datagrams: null,
           session: null,
         }
-                if (hasBody) state.body = new IncomingBody(this.port(e.conn, e.stream), this.#readWindow, () => this.#maybeDrop(state))
+        if (hasBody) state.body = new IncomingBody(this.port(e.conn, e.stream), this.#readWindow, () => this.#maybeDrop(state))
         state.req = new IncomingRequest(this, conn, e.stream, fields, e.early, state)
         streams.set(e.stream, state)
         this.#deliver(state.req)
