@@ -43,11 +43,14 @@ pub async fn connect(
         .map_err(|e| e.to_string())?;
     sock.connect(peer).await.map_err(|e| e.to_string())?;
     let local = sock.local_addr().map_err(|e| e.to_string())?;
-    let socket = Socket::<
+    let mut socket = Socket::<
         std::sync::Arc<tokio::net::UdpSocket>,
         std::sync::Arc<tokio::net::UdpSocket>,
     >::from_udp(sock)
     .map_err(|e| e.to_string())?;
+    // GSO, GRO and the rest the kernel offers, as the server's listener
+    // does: batched sends and receives are what bulk transfers need.
+    socket.apply_max_capabilities();
     let mut settings = transport.quic_settings();
     let handshake_timeout_ms = transport.handshake_timeout_ms;
     // Verification is set up by the hook; quiche must not override it.
