@@ -97,6 +97,13 @@ lines.push('- Chromium makes a second connection (resumption, 0-RTT) when the fi
 lines.push('- oha ends by sending GOAWAY and waits for the server to close the connection; the server closes once the requests are answered (each oha run must end within 15 s, well under the 30 s idle timeout).')
 lines.push('- quic-go has no key-update API but starts its first key update by itself after 100 packets; both qlogs show it.')
 lines.push('- 0-RTT is tried 5 times with aioquic and quic-go, 3 times with Chromium, and every attempt must be answered from early data.')
+lines.push('- Why 0-RTT fails with aioquic and Chromium (a tokio-quiche 0.20.1 bug, outside this repository): the server\'s I/O worker ends its')
+lines.push('  handshake stage as soon as quiche is in early data (`connection_stage.rs`, `Handshake::on_flush`), and ending it unmaps the')
+lines.push('  client\'s original destination connection ID from the packet router (`worker.rs`, `on_conn_established` → `unmap_cid(pending_cid)`).')
+lines.push('  0-RTT packets the client sent in datagrams of their own right behind its Initial still carry that ID: when the unmap reaches')
+lines.push('  the router first, they are dropped as unknown (no trace in the server\'s qlog), and the request is only answered after the')
+lines.push('  client resends it in 1-RTT. quic-go coalesces its first 0-RTT packet with the Initial, so it is not affected. A fix needs')
+lines.push('  tokio-quiche to keep the original ID mapped until the handshake is confirmed.')
 lines.push('')
 
 // ---- faults (__test__/faults.test.mjs writes faults.json) -------------------
