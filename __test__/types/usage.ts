@@ -19,7 +19,17 @@ import {
 } from '../..'
 
 async function forAwait(): Promise<void> {
-  const server = await listen({ port: 0, host: '127.0.0.1', idleTimeoutMs: 10_000, congestionControl: 'bbr2' })
+  const server = await listen({
+    port: 0,
+    host: '127.0.0.1',
+    idleTimeoutMs: 10_000,
+    congestionControl: 'bbr2',
+    headersTimeoutMs: 5_000,
+    bodyTimeoutMs: 10_000,
+    sendTimeoutMs: 10_000,
+    maxStreamResets: 100,
+    streamResetWindowMs: 1_000,
+  })
   const addr: { address: string; port: number; family: 'IPv4' | 'IPv6' } = server.address()
   const sha: string | undefined = server.certificate?.sha256
   for await (const req of server) {
@@ -44,7 +54,7 @@ async function fetchStyle(): Promise<void> {
 
 async function client(): Promise<void> {
   const { sha256 } = generateDevCertificate({ days: 7 })
-  const c = new Client({ pinnedCertificates: [sha256] })
+  const c = new Client({ pinnedCertificates: [sha256], resumeSessions: true })
   const res: H3Response = await c.fetch('https://127.0.0.1:4433/', { method: 'POST', body: 'x', trailers: { a: 'b' } })
   const trailers: Headers | null = await res.trailers
   void trailers
