@@ -373,7 +373,7 @@ export class IncomingRequest {
         const init = typeof t === 'function' ? t() : t
         return init ? flattenHeaders(new Headers(init)) : undefined
       })
-        } catch (err) {
+    } catch (err) {
       // A peer abort is not a handler error.
       if (!this.#state.abort.aborted) this.#server.reportError(err, this)
       // The stream was reset: no Finished event will come.
