@@ -1,104 +1,347 @@
-// `npm run bench`: what h3node does on this machine, with the figures written
-// to benchmark/results/latest.json. This first version measures h3node alone
-// (small requests with the quic-go load client, bulk transfers with the
-// package client); the side-by-side run against peers (Node http2, plain
-// tokio-quiche, @currentspace/http3) is tracked as its own issue. No figure
-// here is asserted anywhere: the numbers are reported, not judged.
+#!/usr/bin/env node
+// `npm run bench`: h3node and its peers side by side on this machine, in one run, with the
+// same load generators; writes benchmark/results/latest.json (raw figures, ratios,
+// environment), latest.md (ratio table, targets with pass/miss) and throughput.svg.
+// See benchmark/README.md for the figures, the flags and what each number means.
+// No figure is asserted anywhere: the numbers are reported, not judged by tests.
 'use strict'
-const { spawn, execFileSync } = require('node:child_process')
-const { writeFileSync, mkdirSync, readFileSync } = require('node:fs')
+const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const { pathToFileURL } = require('node:url')
-const { listen, Client } = require('..')
+const { parseArgs } = require('node:util')
+const tools = require('./lib/tools')
+const proc = require('./lib/proc')
+const load = require('./lib/load')
+const report = require('./lib/report')
+const { PEERS } = require('./peers')
 
-const MiB = 1024 * 1024
+const FIGURES = ['small', 'latency', 'bulk', 'idle', 'connections']
+const GiB = 1024 ** 3
+const MiB = 1024 ** 2
 
-function loopbackMtu() {
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    peers: { type: 'string' },
+    figures: { type: 'string' },
+    seconds: { type: 'string' },
+    'bulk-bytes': { type: 'string' },
+    idle: { type: 'string' },
+    'no-pin': { type: 'boolean', default: false },
+    out: { type: 'string', default: path.join(__dirname, 'results') },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+})
+
+if (flags.help) {
+  console.log(`usage: node benchmark/run.js [--quick] [--peers ${PEERS.map((p) => p.id).join(',')}]
+       [--figures ${FIGURES.join(',')}] [--seconds N] [--bulk-bytes N] [--idle N] [--no-pin] [--out DIR]`)
+  process.exit(0)
+}
+
+const quick = flags.quick
+const settings = {
+  mode: quick ? 'quick' : 'full',
+  seconds: Number(flags.seconds ?? (quick ? 3 : 5)),
+  warmupSeconds: quick ? 1 : 2,
+  // [concurrent streams, connections]: streams are spread evenly over the connections.
+  steps: quick
+    ? [[1, 1], [16, 1], [64, 1], [256, 4]]
+    : [[1, 1], [16, 1], [64, 1], [256, 1], [16, 16], [64, 4], [256, 4], [64, 64], [256, 64]],
+  bulkBytes: Number(flags['bulk-bytes'] ?? (quick ? 256 * MiB : GiB)),
+  idleConnections: Number(flags.idle ?? (quick ? 1000 : 10_000)),
+  connectSeconds: quick ? 3 : 5,
+  connectWorkers: 16,
+  // QUIC idle timeout of every HTTP/3 server. oha waits at the end of each step until the server
+  // closes its connections (most servers wait for the idle timeout), so it is kept short;
+  // the idle-connection client sends keep-alives every 2 s.
+  idleTimeoutMs: 5000,
+  cores: flags['no-pin'] ? null : { server: 0, client: 1 },
+}
+const selectedPeers = flags.peers ? flags.peers.split(',').map((s) => s.trim()) : PEERS.map((p) => p.id)
+const selectedFigures = new Set(flags.figures ? flags.figures.split(',').map((s) => s.trim()) : FIGURES)
+for (const id of selectedPeers) if (!PEERS.some((p) => p.id === id)) throw new Error(`unknown peer ${id}`)
+for (const f of selectedFigures) if (!FIGURES.includes(f)) throw new Error(`unknown figure ${f}`)
+
+const SERVER_CORE = settings.cores?.server
+const CLIENT_CORE = settings.cores?.client
+const log = tools.log
+
+function mtu() {
   try {
-    return Number(readFileSync('/sys/class/net/lo/mtu', 'utf8').trim())
+    return Number(fs.readFileSync('/sys/class/net/lo/mtu', 'utf8').trim())
   } catch {
     return null
   }
 }
 
-async function bulk(base, pin, bytes) {
-  const client = new Client({ pinnedCertificates: [pin] })
-  try {
-    let t = performance.now()
-    const res = await client.fetch(`${base}/bytes/${bytes}`)
-    let n = 0
-    for await (const c of res.body) n += c.byteLength
-    const down = (performance.now() - t) / 1000
-    const chunk = new Uint8Array(64 * 1024)
-    let sent = 0
-    t = performance.now()
-    const up = await client.fetch(`${base}/sink`, {
-      method: 'POST',
-      duplex: 'half',
-      body: new ReadableStream({
-        pull(c) {
-          if (sent >= bytes) return c.close()
-          c.enqueue(chunk)
-          sent += chunk.length
-        },
-      }),
-    })
-    const got = Number(await up.text())
-    const upS = (performance.now() - t) / 1000
-    return { bytes, downloadSeconds: down, downloadGbps: (n * 8) / down / 1e9, uploadSeconds: upS, uploadGbps: (got * 8) / upS / 1e9 }
-  } finally {
-    await client.close()
+function environment(toolsFound) {
+  const cpu = os.cpus()
+  return {
+    cpuModel: cpu[0]?.model,
+    cores: cpu.length,
+    memoryBytes: os.totalmem(),
+    kernel: os.release(),
+    loopbackMtu: mtu(),
+    loadAverageAtStart: os.loadavg(),
+    pinning: settings.cores ? { serverCore: SERVER_CORE, loadGeneratorCore: CLIENT_CORE, tool: 'taskset -c' } : null,
+    versions: {
+      node: process.version,
+      oha: toolsFound.oha ? tools.version(toolsFound.oha) : null,
+      h2load: toolsFound.h2load ? tools.version(toolsFound.h2load) : null,
+      go: tools.version('go', ['version']),
+      rustc: tools.version('rustc'),
+      quicGoClient: 'quic-go v0.65.0 (benchmark/clients/quic-bench)',
+      h3nodeAddon: (() => {
+        try {
+          const st = fs.statSync(path.join(__dirname, '..', 'h3node.linux-x64-gnu.node'))
+          return { builtAt: st.mtime.toISOString(), bytes: st.size }
+        } catch {
+          return null
+        }
+      })(),
+    },
   }
 }
 
-async function smallRequests(base, requests, parallel, connections) {
-  const { runClient } = await import(pathToFileURL(path.join(__dirname, '..', '__test__', 'helpers', 'independent.mjs')).href)
-  const r = await runClient('quic-go', ['--url', `${base}/`, '--count', String(requests), '--parallel', String(parallel), '--connections', String(connections), '--insecure'], { timeoutMs: 300_000 })
-  const ms = r.summary?.elapsed_ms ?? NaN
-  return { requests: requests * connections, parallelPerConnection: parallel, connections, ok: r.summary?.ok, seconds: ms / 1000, reqPerSec: (requests * connections) / (ms / 1000) }
+async function startServer(peer, prep, cert, { retry = false } = {}) {
+  const port = await proc.freePort()
+  const [cmd, args, env] = peer.command(prep, { port, retry, cert: cert.cert, key: cert.key, idleMs: settings.idleTimeoutMs })
+  const [c, a] = proc.pinned(SERVER_CORE, cmd, args)
+  const s = await proc.startProcess(c, a, { env })
+  await proc.sleep(300)
+  return { ...s, port, url: `https://127.0.0.1:${port}` }
 }
+
+function alive(server) {
+  return server && server.child.exitCode == null && server.child.signalCode == null
+}
+
+/** Runs fn, recording its error on the peer instead of throwing. */
+async function attempt(result, what, fn) {
+  try {
+    return await fn()
+  } catch (e) {
+    const msg = String(e?.message ?? e).slice(0, 2000)
+    log(`  ${what}: FAILED ${msg.split('\n')[0]}`)
+    result.errors.push({ figure: what, error: msg })
+    return undefined
+  }
+}
+
+async function smallStep(peer, prep, server, [streams, connections], extra = {}) {
+  const opts = { connections, streams, seconds: extra.seconds ?? settings.seconds, qps: extra.qps, core: CLIENT_CORE }
+  const before = proc.cpuMicros(server.pid)
+  const t0 = performance.now()
+  const r = peer.protocol === 'h2'
+    ? await load.h2load(prep.h2load, `${server.url}/`, opts)
+    : await load.oha(toolsFound.oha, `${server.url}/`, opts)
+  const wall = performance.now() - t0
+  const cpu = proc.cpuMicros(server.pid) - before
+  if (!alive(server)) throw new Error(`server exited during the step: ${server.stderr().slice(-500)}`)
+  return {
+    ...r,
+    serverCpuMicros: cpu,
+    serverCpuMicrosPerRequest: r.ok ? cpu / r.ok : null,
+    serverCpuShare: cpu / 1000 / wall,
+    serverRssBytes: proc.rssBytes(server.pid),
+    loopbackMtu: mtu(),
+  }
+}
+
+async function runSmall(peer, prep, server, result) {
+  log(`  warm-up ${settings.warmupSeconds}s`)
+  await attempt(result, 'small:warmup', () => smallStep(peer, prep, server, [16, 1], { seconds: settings.warmupSeconds }))
+  result.small = []
+  for (const step of settings.steps) {
+    if (!alive(server)) break
+    const r = await attempt(result, `small:${step[0]}x${step[1]}`, () => smallStep(peer, prep, server, step))
+    if (r) {
+      log(`  ${String(step[0]).padStart(3)} streams / ${String(step[1]).padStart(2)} conn: ${Math.round(r.reqPerSec)} req/s, ${r.serverCpuMicrosPerRequest?.toFixed(1)} µs/req server CPU, client CPU ${(r.clientCpuShare * 100).toFixed(0)}%${r.errors ? `, ${r.errors} errors` : ''}`)
+      result.small.push(r)
+    } else result.small.push({ streams: step[0], connections: step[1], failed: true })
+  }
+}
+
+async function runLatency(peer, prep, server, result) {
+  const ok = (result.small || []).filter((s) => !s.failed && s.reqPerSec > 0)
+  if (!ok.length) throw new Error('no small-request figure to take the peak rate from')
+  const peak = ok.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a))
+  const qps = Math.max(1, Math.round(peak.reqPerSec / 2))
+  const r = await smallStep(peer, prep, server, [peak.streams, peak.connections], { qps })
+  log(`  half load (${qps} req/s on ${peak.streams}x${peak.connections}): p50 ${r.p50Ms?.toFixed(2)} ms, p99 ${r.p99Ms?.toFixed(2)} ms`)
+  result.latency = { ...r, targetRate: qps, peakRate: peak.reqPerSec }
+}
+
+async function runBulk(peer, prep, server, result) {
+  const n = settings.bulkBytes
+  result.bulk = {}
+  for (const dir of ['download', 'upload']) {
+    const r = await attempt(result, `bulk:${dir}`, async () => {
+      const before = proc.cpuMicros(server.pid)
+      let out
+      if (peer.protocol === 'h2') {
+        out = await load.h2Bulk(dir === 'download' ? `${server.url}/bytes/${n}` : `${server.url}/sink`, dir, n, { core: CLIENT_CORE })
+        out.client = 'node:http2 (one stream)'
+      } else {
+        const qb = await tools.ensureQuicBench()
+        out = dir === 'download'
+          ? await load.quicBench(qb, 'download', ['-url', `${server.url}/bytes/${n}`], { core: CLIENT_CORE })
+          : await load.quicBench(qb, 'upload', ['-url', `${server.url}/sink`, '-bytes', String(n)], { core: CLIENT_CORE })
+        out.client = 'quic-go v0.65.0 (benchmark/clients/quic-bench, one stream)'
+      }
+      if (out.bytes !== n) throw new Error(`transferred ${out.bytes} of ${n} bytes`)
+      return { ...out, serverCpuMicros: proc.cpuMicros(server.pid) - before, loopbackMtu: mtu() }
+    })
+    if (r) {
+      log(`  bulk ${dir}: ${r.gbps.toFixed(2)} Gbit/s (${(n / MiB).toFixed(0)} MiB in ${r.seconds.toFixed(2)} s)`)
+      result.bulk[dir] = r
+    }
+  }
+}
+
+async function runIdle(peer, prep, cert, result) {
+  const qb = await tools.ensureQuicBench()
+  const server = await startServer(peer, prep, cert)
+  try {
+    await proc.sleep(500)
+    const before = proc.rssBytes(server.pid)
+    const n = settings.idleConnections
+    // Open the connections, then keep the client alive (stdin open) while RSS is read.
+    const { spawn } = require('node:child_process')
+    const [c, a] = proc.pinned(CLIENT_CORE, qb, ['idle', '-url', `${server.url}/`, '-n', String(n), '-c', '64'])
+    const child = spawn(c, a, { stdio: ['pipe', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stderr.on('data', (d) => (err += d))
+    const ready = await new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('idle client: no answer within 180 s')), 180_000)
+      child.stdout.on('data', (d) => {
+        out += d
+        const line = out.split('\n').find((l) => l.includes('"ready"'))
+        if (line) {
+          clearTimeout(t)
+          resolve(JSON.parse(line))
+        }
+      })
+      child.on('exit', (code) => {
+        clearTimeout(t)
+        reject(new Error(`idle client exited (${code}): ${(err + out).slice(-500)}`))
+      })
+    })
+    await proc.sleep(2000) // let the server settle after the burst
+    const after = proc.rssBytes(server.pid)
+    const open = ready.opened
+    child.stdin.end()
+    await new Promise((r) => child.once('exit', r))
+    result.idle = {
+      client: 'quic-go v0.65.0 (benchmark/clients/quic-bench idle: one GET per connection, then keep-alives)',
+      requested: n,
+      opened: open,
+      failed: ready.failed,
+      firstError: ready.firstError,
+      openSeconds: ready.seconds,
+      rssBeforeBytes: before,
+      rssWithConnectionsBytes: after,
+      bytesPerConnection: open ? (after - before) / open : null,
+      loopbackMtu: mtu(),
+    }
+    log(`  idle: ${open}/${n} connections open, ${(result.idle.bytesPerConnection / 1024).toFixed(1)} KiB each (RSS ${(before / MiB).toFixed(0)} -> ${(after / MiB).toFixed(0)} MiB)`)
+  } finally {
+    await server.stop()
+  }
+}
+
+async function runConnections(peer, prep, cert, result) {
+  const qb = await tools.ensureQuicBench()
+  result.connections = {}
+  for (const retry of [false, true]) {
+    const key = retry ? 'retryOn' : 'retryOff'
+    const r = await attempt(result, `connections:${key}`, async () => {
+      const server = await startServer(peer, prep, cert, { retry })
+      try {
+        const before = proc.cpuMicros(server.pid)
+        const out = await load.quicBench(qb, 'connect', ['-url', `${server.url}/`, '-d', String(settings.connectSeconds), '-c', String(settings.connectWorkers)], { core: CLIENT_CORE })
+        const cpu = proc.cpuMicros(server.pid) - before
+        return { ...out, client: 'quic-go v0.65.0 (new connection, one GET, close)', workers: settings.connectWorkers, serverCpuMicrosPerConnection: out.connections ? cpu / out.connections : null, loopbackMtu: mtu() }
+      } finally {
+        await server.stop()
+      }
+    })
+    if (r) {
+      log(`  new connections, Retry ${retry ? 'on' : 'off'}: ${Math.round(r.connPerSec)}/s${r.failed ? ` (${r.failed} failed: ${r.firstError})` : ''}`)
+      result.connections[key] = r
+    }
+  }
+}
+
+const toolsFound = {}
 
 async function main() {
-  const server = await listen({ host: '127.0.0.1', port: 0 })
-  const base = `https://127.0.0.1:${server.address().port}`
-  ;(async () => {
-    for await (const req of server) {
-      const url = new URL(req.url)
-      if (url.pathname === '/sink') {
-        let n = 0
-        ;(async () => {
-          for await (const c of req.request.body) n += c.byteLength
-          req.respond(new Response(String(n)))
-        })()
-      } else if (url.pathname.startsWith('/bytes/')) {
-        let left = Number(url.pathname.slice(7))
-        const chunk = new Uint8Array(64 * 1024)
-        req.respond(new Response(new ReadableStream({
-          pull(c) {
-            if (left <= 0) return c.close()
-            const n = Math.min(left, chunk.length)
-            c.enqueue(n === chunk.length ? chunk : chunk.subarray(0, n))
-            left -= n
-          },
-        })))
-      } else req.respond(new Response('Hello, HTTP/3!'))
-    }
-  })()
+  const t0 = Date.now()
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'h3node-bench-'))
+  const cert = tools.makeCert(tmp)
+  const peers = PEERS.filter((p) => selectedPeers.includes(p.id))
+  if (peers.some((p) => p.protocol === 'h3')) {
+    if (selectedFigures.has('small') || selectedFigures.has('latency')) toolsFound.oha = await tools.ensureOha().catch((e) => (log(`oha unavailable: ${e.message}`), null))
+    await tools.ensureQuicBench().catch((e) => log(`quic-bench unavailable: ${e.message}`))
+  }
+  if (peers.some((p) => p.protocol === 'h2')) toolsFound.h2load = await tools.ensureH2load().catch((e) => (log(`h2load unavailable: ${e.message}`), null))
+
   const results = {
     date: new Date().toISOString(),
-    machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version, loopbackMtu: loopbackMtu() },
-    note: 'h3node alone; client and server share the machine. Peers side by side: see the performance issue.',
-    bulk: await bulk(base, server.certificate.sha256, Number(process.env.BENCH_BULK_BYTES ?? 1024 * MiB)),
-    small: [],
+    command: `node benchmark/run.js ${process.argv.slice(2).join(' ')}`.trim(),
+    settings,
+    environment: environment(toolsFound),
+    peers: {},
   }
-  for (const [parallel, connections] of [[1, 1], [16, 1], [64, 1], [64, 4]]) {
-    results.small.push(await smallRequests(base, parallel === 1 ? 2000 : 5000, parallel, connections))
+  log(`${settings.mode} run: peers ${peers.map((p) => p.id).join(', ')}; figures ${[...selectedFigures].join(', ')}; loopback MTU ${results.environment.loopbackMtu}`)
+
+  for (const peer of peers) {
+    const result = { label: peer.label, protocol: peer.protocol, status: 'ok', errors: [] }
+    results.peers[peer.id] = result
+    log(`== ${peer.label}`)
+    const prep = await attempt(result, 'prepare', () => peer.prepare())
+    if (!prep) {
+      result.status = 'failed'
+      continue
+    }
+    result.version = peer.version(prep)
+    if (peer.protocol === 'h3' && !toolsFound.oha && (selectedFigures.has('small') || selectedFigures.has('latency'))) result.errors.push({ figure: 'small', error: 'oha unavailable' })
+    const needsLoad = selectedFigures.has('small') || selectedFigures.has('latency') || selectedFigures.has('bulk')
+    if (needsLoad) {
+      const server = await attempt(result, 'start', () => startServer(peer, prep, cert))
+      if (server) {
+        try {
+          if (selectedFigures.has('small') || selectedFigures.has('latency')) await runSmall(peer, prep, server, result)
+          if (selectedFigures.has('latency') && alive(server)) await attempt(result, 'latency', () => runLatency(peer, prep, server, result))
+          if (selectedFigures.has('bulk') && alive(server)) await runBulk(peer, prep, server, result)
+          if (!alive(server)) result.errors.push({ figure: 'server', error: `server exited: ${server.stderr().slice(-1000)}` })
+        } finally {
+          await server.stop()
+        }
+      }
+    }
+    if (peer.protocol === 'h3') {
+      if (selectedFigures.has('idle')) await attempt(result, 'idle', () => runIdle(peer, prep, cert, result))
+      if (selectedFigures.has('connections')) await attempt(result, 'connections', () => runConnections(peer, prep, cert, result))
+    }
+    if (result.errors.length) result.status = result.small?.some((s) => !s.failed) || result.bulk ? 'partial' : 'failed'
   }
-  await server.close()
-  mkdirSync(path.join(__dirname, 'results'), { recursive: true })
-  writeFileSync(path.join(__dirname, 'results', 'latest.json'), JSON.stringify(results, null, 2) + '\n')
-  console.log(JSON.stringify(results, null, 2))
+
+  results.durationSeconds = (Date.now() - t0) / 1000
+  results.environment.loadAverageAtEnd = os.loadavg()
+  const derived = report.derive(results)
+  results.summary = derived.summary
+  results.ratios = derived.ratios
+  results.targets = derived.targets
+  fs.mkdirSync(flags.out, { recursive: true })
+  fs.writeFileSync(path.join(flags.out, 'latest.json'), JSON.stringify(results, null, 2) + '\n')
+  fs.writeFileSync(path.join(flags.out, 'latest.md'), report.markdown(results))
+  fs.writeFileSync(path.join(flags.out, 'throughput.svg'), report.svg(results))
+  fs.rmSync(tmp, { recursive: true, force: true })
+  log(`done in ${results.durationSeconds.toFixed(0)} s: ${path.relative(process.cwd(), flags.out)}/latest.{json,md}, throughput.svg`)
+  console.log(report.markdown(results))
 }
 
 main().catch((e) => {

@@ -1,0 +1,190 @@
+// Turns the raw figures of a run into per-peer summaries, ratios, targets, a markdown
+// report and an SVG chart of throughput against concurrency (no plotting dependency).
+'use strict'
+
+const SUBJECTS = ['h3node-for-await', 'h3node-serve']
+const KiB = 1024
+
+const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null)
+
+function summarize(p) {
+  const small = (p.small || []).filter((s) => !s.failed && s.reqPerSec > 0)
+  const peak = small.length ? small.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a)) : null
+  const byConcurrency = {}
+  for (const s of small) if (!byConcurrency[s.streams] || s.reqPerSec > byConcurrency[s.streams].reqPerSec) byConcurrency[s.streams] = s
+  return {
+    peakReqPerSec: num(peak?.reqPerSec),
+    peakLayout: peak ? `${peak.streams} streams / ${peak.connections} conn` : null,
+    cpuMicrosPerRequestAtPeak: num(peak?.serverCpuMicrosPerRequest),
+    clientCpuShareAtPeak: num(peak?.clientCpuShare),
+    reqPerSecByStep: Object.fromEntries(small.map((s) => [`${s.streams}x${s.connections}`, s.reqPerSec])),
+    bestReqPerSecByConcurrency: Object.fromEntries(Object.entries(byConcurrency).map(([k, s]) => [k, s.reqPerSec])),
+    p50MsAtHalfLoad: num(p.latency?.p50Ms),
+    p99MsAtHalfLoad: num(p.latency?.p99Ms),
+    downloadGbps: num(p.bulk?.download?.gbps),
+    uploadGbps: num(p.bulk?.upload?.gbps),
+    connPerSecRetryOff: num(p.connections?.retryOff?.connPerSec),
+    connPerSecRetryOn: num(p.connections?.retryOn?.connPerSec),
+    idleBytesPerConnection: num(p.idle?.bytesPerConnection),
+  }
+}
+
+// [key, label, higher is better]
+const METRICS = [
+  ['peakReqPerSec', 'small requests: peak req/s', true],
+  ['cpuMicrosPerRequestAtPeak', 'server CPU µs/request at peak', false],
+  ['p50MsAtHalfLoad', 'p50 latency at half peak (ms)', false],
+  ['p99MsAtHalfLoad', 'p99 latency at half peak (ms)', false],
+  ['downloadGbps', 'bulk download Gbit/s', true],
+  ['uploadGbps', 'bulk upload Gbit/s', true],
+  ['connPerSecRetryOff', 'new connections/s, Retry off', true],
+  ['connPerSecRetryOn', 'new connections/s, Retry on', true],
+  ['idleBytesPerConnection', 'bytes per idle connection', false],
+]
+
+function derive(results) {
+  const summary = Object.fromEntries(Object.entries(results.peers).map(([id, p]) => [id, summarize(p)]))
+  const ratios = {}
+  for (const s of SUBJECTS) {
+    if (!summary[s]) continue
+    ratios[s] = {}
+    for (const [id, o] of Object.entries(summary)) {
+      if (id === s) continue
+      const r = {}
+      for (const [k] of METRICS) r[k] = summary[s][k] != null && o[k] ? summary[s][k] / o[k] : null
+      r.reqPerSecByStep = {}
+      for (const [step, v] of Object.entries(summary[s].reqPerSecByStep)) {
+        if (o.reqPerSecByStep[step]) r.reqPerSecByStep[step] = v / o.reqPerSecByStep[step]
+      }
+      ratios[s][id] = r
+    }
+  }
+  const targets = []
+  const add = (subject, name, measured, ok, unit) => targets.push({ subject, target: name, measured, unit, pass: measured == null ? null : ok(measured) })
+  for (const s of SUBJECTS) {
+    if (!summary[s]) continue
+    const m = summary[s]
+    const rr = ratios[s]
+    add(s, 'small requests >= 1.0x Node HTTP/2 over TLS (peak req/s)', rr['node-http2']?.peakReqPerSec ?? null, (v) => v >= 1.0, 'x')
+    add(s, 'small requests >= 0.8x plain tokio-quiche (peak req/s)', rr['tokio-quiche']?.peakReqPerSec ?? null, (v) => v >= 0.8, 'x')
+    add(s, 'small requests >= 1.3x @currentspace/http3 (peak req/s)', rr.currentspace?.peakReqPerSec ?? null, (v) => v >= 1.3, 'x')
+    add(s, 'server CPU <= 30 µs/request at peak (handler included)', m.cpuMicrosPerRequestAtPeak, (v) => v <= 30, 'µs')
+    add(s, 'bulk download >= 3 Gbit/s on one connection', m.downloadGbps, (v) => v >= 3, 'Gbit/s')
+    add(s, 'bulk upload >= 3 Gbit/s on one connection', m.uploadGbps, (v) => v >= 3, 'Gbit/s')
+    add(s, 'bulk download >= 0.9x plain tokio-quiche', rr['tokio-quiche']?.downloadGbps ?? null, (v) => v >= 0.9, 'x')
+    add(s, 'bulk upload >= 0.9x plain tokio-quiche', rr['tokio-quiche']?.uploadGbps ?? null, (v) => v >= 0.9, 'x')
+    add(s, '<= 64 KiB per idle connection', m.idleBytesPerConnection == null ? null : m.idleBytesPerConnection / KiB, (v) => v <= 64, 'KiB')
+    add(s, 'p99 at half load <= 2 ms', m.p99MsAtHalfLoad, (v) => v <= 2, 'ms')
+  }
+  return { summary, ratios, targets }
+}
+
+const fmt = (v, d = 2) => (v == null ? '—' : Math.abs(v) >= 1000 ? Math.round(v).toLocaleString('en-US') : v.toFixed(d))
+const fmtX = (v) => (v == null ? '—' : `${v.toFixed(2)}x`)
+
+function markdown(results) {
+  const { environment: env, settings, summary, ratios, targets, peers } = results
+  const ids = Object.keys(peers)
+  const L = []
+  L.push(`# h3node benchmark (${settings.mode} run)`, '')
+  L.push(`${results.date} · ${env.cpuModel} · ${env.cores} cores · loopback MTU ${env.loopbackMtu} · Node ${env.versions.node} · ${env.versions.oha ?? 'no oha'} · ${env.versions.h2load ?? 'no h2load'}`, '')
+  L.push(`Server pinned to core ${env.pinning?.serverCore ?? '—'}, load generator to core ${env.pinning?.loadGeneratorCore ?? '—'}. Load average at start ${env.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}${env.loadAverageAtStart[0] > 0.5 ? ' (the machine was busy: figures are noisy)' : ''}. ${settings.seconds} s per step; every figure below was taken at loopback MTU ${env.loopbackMtu}. Command: \`${results.command}\`.`, '')
+
+  L.push('## Targets', '')
+  L.push('| target | h3node for await | h3node serve({fetch}) |', '|---|---|---|')
+  const byTarget = new Map()
+  for (const t of targets) {
+    if (!byTarget.has(t.target)) byTarget.set(t.target, {})
+    byTarget.get(t.target)[t.subject] = t
+  }
+  const cell = (t) => (!t || t.measured == null ? 'not measured' : `${t.unit === 'x' ? fmtX(t.measured) : `${fmt(t.measured)} ${t.unit}`} ${t.pass ? '**pass**' : '**miss**'}`)
+  for (const [name, v] of byTarget) L.push(`| ${name} | ${cell(v['h3node-for-await'])} | ${cell(v['h3node-serve'])} |`)
+  L.push('')
+
+  L.push('## Ratios (h3node / peer, same run)', '')
+  L.push('Above 1 is better for h3node on throughput rows, below 1 is better on CPU, latency and memory rows.', '')
+  const cols = []
+  for (const s of SUBJECTS) for (const id of ids) if (ratios[s]?.[id] && !(s === 'h3node-serve' && id === 'h3node-for-await')) cols.push([s, id])
+  L.push(`| figure | ${cols.map(([s, id]) => `${s === 'h3node-serve' ? 'serve' : 'for await'} vs ${peers[id].label}`).join(' | ')} |`, `|---|${cols.map(() => '---').join('|')}|`)
+  for (const [k, label] of METRICS) L.push(`| ${label} | ${cols.map(([s, id]) => fmtX(ratios[s][id][k])).join(' | ')} |`)
+  for (const [streams, conns] of settings.steps) {
+    const step = `${streams}x${conns}`
+    L.push(`| req/s, ${streams} streams over ${conns} conn | ${cols.map(([s, id]) => fmtX(ratios[s][id].reqPerSecByStep[step])).join(' | ')} |`)
+  }
+  L.push('')
+
+  L.push('## Small requests (req/s; server CPU µs/request; load-generator CPU share)', '')
+  L.push(`| streams x conn | ${ids.map((id) => peers[id].label).join(' | ')} |`, `|---|${ids.map(() => '---').join('|')}|`)
+  for (const [streams, conns] of settings.steps) {
+    L.push(`| ${streams} x ${conns} | ${ids.map((id) => {
+      const s = (peers[id].small || []).find((x) => x.streams === streams && x.connections === conns)
+      if (!s) return '—'
+      if (s.failed) return 'failed'
+      return `${fmt(s.reqPerSec, 0)} · ${fmt(s.serverCpuMicrosPerRequest, 1)} µs · ${(s.clientCpuShare * 100).toFixed(0)}%${s.errors ? ` · ${s.errors} err` : ''}`
+    }).join(' | ')} |`)
+  }
+  L.push('')
+  L.push('## Other figures', '')
+  L.push(`| figure | ${ids.map((id) => peers[id].label).join(' | ')} |`, `|---|${ids.map(() => '---').join('|')}|`)
+  for (const [k, label] of METRICS) L.push(`| ${label} | ${ids.map((id) => (k === 'idleBytesPerConnection' ? (summary[id][k] == null ? '—' : `${fmt(summary[id][k] / KiB, 1)} KiB`) : fmt(summary[id][k]))).join(' | ')} |`)
+  L.push(`| idle connections opened | ${ids.map((id) => (peers[id].idle ? `${peers[id].idle.opened}/${peers[id].idle.requested}` : '—')).join(' | ')} |`)
+  L.push(`| server CPU µs per new connection (Retry off) | ${ids.map((id) => fmt(peers[id].connections?.retryOff?.serverCpuMicrosPerConnection ?? null, 0)).join(' | ')} |`)
+  L.push(`| peak layout | ${ids.map((id) => summary[id].peakLayout ?? '—').join(' | ')} |`)
+  L.push('')
+  const clients = new Set()
+  for (const p of Object.values(peers)) {
+    for (const b of Object.values(p.bulk || {})) clients.add(`bulk: ${b.client}`)
+    for (const c of Object.values(p.connections || {})) clients.add(`connections: ${c.client}`)
+    if (p.idle) clients.add(`idle: ${p.idle.client}`)
+  }
+  L.push('Load generators: small requests oha `--http-version 3` (HTTP/3) and h2load (HTTP/2); ' + [...clients].join('; ') + '.', '')
+  L.push('## Versions', '')
+  for (const id of ids) L.push(`- ${peers[id].label}: ${peers[id].version ?? 'not prepared'} (${peers[id].status})`)
+  const errs = ids.flatMap((id) => peers[id].errors.map((e) => `- ${peers[id].label}, ${e.figure}: ${e.error.split('\n')[0].slice(0, 300)}`))
+  if (errs.length) L.push('', '## Failures', '', ...errs)
+  L.push('')
+  return L.join('\n')
+}
+
+const COLORS = ['#d62728', '#ff7f0e', '#1f77b4', '#2ca02c', '#9467bd', '#8c564b', '#e377c2']
+const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c])
+
+/** Req/s against concurrent streams (best connection layout at each), one line per server. */
+function svg(results) {
+  const W = 760
+  const H = 440
+  const m = { l: 70, r: 200, t: 40, b: 50 }
+  const ids = Object.keys(results.peers)
+  const xs = [...new Set(results.settings.steps.map(([s]) => s))].sort((a, b) => a - b)
+  const series = ids.map((id) => ({ id, label: results.peers[id].label, pts: xs.map((x) => [x, results.summary[id].bestReqPerSecByConcurrency[x] ?? null]) }))
+  const ymax = Math.max(1, ...series.flatMap((s) => s.pts.map(([, y]) => y ?? 0)))
+  const step = Math.pow(10, Math.floor(Math.log10(ymax)))
+  const top = Math.ceil(ymax / step) * step
+  const X = (i) => m.l + (xs.length === 1 ? 0 : (i / (xs.length - 1)) * (W - m.l - m.r))
+  const Y = (v) => H - m.b - (v / top) * (H - m.t - m.b)
+  const o = []
+  o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`)
+  o.push(`<rect width="${W}" height="${H}" fill="#fff"/>`)
+  o.push(`<text x="${m.l}" y="22" font-size="14" font-weight="bold">${esc(`Requests/s against concurrent streams (${results.settings.mode} run, ${results.date.slice(0, 10)}, loopback MTU ${results.environment.loopbackMtu})`)}</text>`)
+  for (let i = 0; i <= 5; i++) {
+    const v = (top * i) / 5
+    o.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${Y(v)}" y2="${Y(v)}" stroke="#ddd"/>`)
+    o.push(`<text x="${m.l - 6}" y="${Y(v) + 4}" text-anchor="end">${Math.round(v).toLocaleString('en-US')}</text>`)
+  }
+  xs.forEach((x, i) => o.push(`<text x="${X(i)}" y="${H - m.b + 18}" text-anchor="middle">${x}</text>`))
+  o.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 12}" text-anchor="middle">concurrent streams (best connection layout at each)</text>`)
+  o.push(`<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">requests/s</text>`)
+  o.push(`<line x1="${m.l}" x2="${m.l}" y1="${m.t}" y2="${H - m.b}" stroke="#333"/><line x1="${m.l}" x2="${W - m.r}" y1="${H - m.b}" y2="${H - m.b}" stroke="#333"/>`)
+  series.forEach((s, k) => {
+    const c = COLORS[k % COLORS.length]
+    const pts = s.pts.map(([, y], i) => (y == null ? null : [X(i), Y(y)])).filter(Boolean)
+    if (pts.length > 1) o.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts.map((p) => p.map((v) => v.toFixed(1)).join(',')).join(' ')}"/>`)
+    for (const [px, py] of pts) o.push(`<circle cx="${px.toFixed(1)}" cy="${py.toFixed(1)}" r="3.5" fill="${c}"/>`)
+    const ly = m.t + 10 + k * 20
+    o.push(`<line x1="${W - m.r + 15}" x2="${W - m.r + 35}" y1="${ly}" y2="${ly}" stroke="${c}" stroke-width="2"/><text x="${W - m.r + 40}" y="${ly + 4}">${esc(s.label)}${pts.length ? '' : ' (no data)'}</text>`)
+  })
+  o.push('</svg>')
+  return o.join('\n') + '\n'
+}
+
+module.exports = { derive, markdown, svg, summarize, METRICS }
