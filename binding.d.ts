@@ -12,6 +12,16 @@ export declare class NativeClient {
    * response head, trailers, or a client's request.
    */
   sendHeaders(conn: number, stream: number, headers: string, fin: boolean): boolean
+  /**
+   * Applies the stream commands JS queued during one event-loop
+   * turn (`CommandQueue` in src/native.ts), in order, in one
+   * N-API call: five numbers per command in `ops` (op, connection,
+   * stream, argument, fin); a header section (op 1) takes the
+   * next string of `strs` (NUL-joined), a write (op 2) the next
+   * buffer of `bufs`; grant (3) takes the argument as bytes,
+   * reset (4) and stop-sending (5) as the code.
+   */
+  submit(ops: Float64Array, strs: Array<string>, bufs: Array<Buffer>): void
   /** Sends body bytes (`fin` ends the stream). */
   write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean
   /** Returns read credit for a received body. */
@@ -75,6 +85,16 @@ export declare class NativeServer {
    * response head, trailers, or a client's request.
    */
   sendHeaders(conn: number, stream: number, headers: string, fin: boolean): boolean
+  /**
+   * Applies the stream commands JS queued during one event-loop
+   * turn (`CommandQueue` in src/native.ts), in order, in one
+   * N-API call: five numbers per command in `ops` (op, connection,
+   * stream, argument, fin); a header section (op 1) takes the
+   * next string of `strs` (NUL-joined), a write (op 2) the next
+   * buffer of `bufs`; grant (3) takes the argument as bytes,
+   * reset (4) and stop-sending (5) as the code.
+   */
+  submit(ops: Float64Array, strs: Array<string>, bufs: Array<Buffer>): void
   /** Sends body bytes (`fin` ends the stream). */
   write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean
   /** Returns read credit for a received body. */

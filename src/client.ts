@@ -11,7 +11,7 @@ import { isIP } from 'node:net'
 
 import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, dispatchAll, sessionPort, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, commandQueue, dispatchAll, sessionPort, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
 import { resolveTransport, type TransportOptions } from './options'
 import type { ConnectionStats } from './server'
 import { WebTransportSession, type SessionLimits } from './webtransport'
@@ -182,9 +182,8 @@ export class Client implements AsyncDisposable {
   }
 
   #port(conn: number, stream: number): StreamPort {
-        const n = this.#native
     // Cancelling a response body cancels the whole request.
-    return streamPort(n, conn, stream, () => n.reset(conn, stream, H3Codes.REQUEST_CANCELLED))
+    return streamPort(this.#native, conn, stream, true)
   }
 
   /**
@@ -240,7 +239,7 @@ export class Client implements AsyncDisposable {
       }
       conn.streams.set(stream, p)
       p.onAbort = () => {
-        this.#native.reset(conn.id, stream, H3Codes.REQUEST_CANCELLED)
+        commandQueue(this.#native).reset(conn.id, stream, H3Codes.REQUEST_CANCELLED)
         this.#fail(p, req.signal.reason)
       }
       req.signal.addEventListener('abort', p.onAbort, { once: true })
@@ -329,7 +328,7 @@ export class Client implements AsyncDisposable {
           // The flow id takes the first bytes of each datagram.
           own.onReady(Math.max(0, (this.#maxDatagram.get(c.id) ?? 0) - (e.stream / 4 < 64 ? 1 : e.stream / 4 < 16384 ? 2 : 4)))
         } else {
-          this.#native.reset(c.id, e.stream, H3Codes.REQUEST_CANCELLED)
+          commandQueue(this.#native).reset(c.id, e.stream, H3Codes.REQUEST_CANCELLED)
           own.onFailed(Object.assign(new H3Error('ERR_H3_WEBTRANSPORT_REFUSED', `server refused the WebTransport session with status ${status}`), { status }))
         }
         return true
@@ -437,7 +436,7 @@ export class Client implements AsyncDisposable {
           p.resolve(res)
         } catch (err) {
           p.responded = false
-          this.#native.reset(p.conn.id, p.stream, H3Codes.MESSAGE_ERROR)
+          commandQueue(this.#native).reset(p.conn.id, p.stream, H3Codes.MESSAGE_ERROR)
           this.#fail(p, err)
           return
         }
@@ -499,6 +498,7 @@ export class Client implements AsyncDisposable {
     }
     this.#conns.clear()
     this.#pool.clear()
+    commandQueue(this.#native).flush()
     this.#native.release()
   }
 

@@ -112,18 +112,127 @@ interface NativeStreams {
   sendHeaders(conn: number, stream: number, headers: string, fin: boolean): boolean
   grant(conn: number, stream: number, bytes: number): boolean
   reset(conn: number, stream: number, code: number): boolean
+  stopSending(conn: number, stream: number, code: number): boolean
+  submit(ops: Float64Array, strs: string[], bufs: Uint8Array[]): void
 }
 
-/** Binds the native commands to one stream; `stopSending` differs per side. */
-export function streamPort(n: NativeStreams, conn: number, stream: number, stopSending: (code: number) => boolean): StreamPort {
-  return {
-    write: (data, fin) => n.write(conn, stream, data, fin),
-    sendHeaders: (h, fin) => n.sendHeaders(conn, stream, h.join('\0'), fin),
-    grant: (b) => n.grant(conn, stream, b),
-    reset: (code) => n.reset(conn, stream, code),
-    stopSending,
+/** Command codes of `submit` (crate/src/lib.rs). */
+const enum Op {
+  Headers = 1,
+  Write = 2,
+  Grant = 3,
+  Reset = 4,
+  StopSending = 5,
+}
+
+/**
+ * Writes up to this size are copied and queued; larger ones flush the queue
+ * and go to the native side at once (which copies them there), so a chunk
+ * is never copied twice and a caller may reuse its buffer after `write`.
+ */
+const QUEUED_WRITE_MAX = 16 * 1024
+
+/**
+ * The stream commands of one native server or client, queued during an
+ * event-loop turn and handed over in one N-API call (`submit`) from
+ * `setImmediate`: a turn that answers 64 requests makes one call, not 128+.
+ * Order is kept: any other native call that must follow them (closing a
+ * session or the connection, large writes) flushes the queue first.
+ */
+export class CommandQueue {
+  #n: NativeStreams
+  #ops: number[] = []
+  #strs: string[] = []
+  #bufs: Uint8Array[] = []
+  #scheduled = false
+  #flushSoon = (): void => {
+    this.#scheduled = false
+    this.flush()
+  }
+
+  constructor(n: NativeStreams) {
+    this.#n = n
+  }
+
+  #push(op: Op, conn: number, stream: number, arg: number, fin: boolean): boolean {
+    this.#ops.push(op, conn, stream, arg, fin ? 1 : 0)
+    if (!this.#scheduled) {
+      this.#scheduled = true
+      setImmediate(this.#flushSoon)
+    }
+    return true
+  }
+
+  headers(conn: number, stream: number, fields: string[], fin: boolean): boolean {
+    this.#strs.push(fields.join('\0'))
+    return this.#push(Op.Headers, conn, stream, 0, fin)
+  }
+
+  write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean {
+    if (data.byteLength > QUEUED_WRITE_MAX) {
+      this.flush()
+      return this.#n.write(conn, stream, data, fin)
+    }
+    // A copy (Buffer#slice would be a view): the caller may reuse its buffer.
+    this.#bufs.push(data.byteLength === 0 ? data : new Uint8Array(data))
+    return this.#push(Op.Write, conn, stream, 0, fin)
+  }
+
+  grant(conn: number, stream: number, bytes: number): boolean {
+    return this.#push(Op.Grant, conn, stream, bytes, false)
+  }
+
+  reset(conn: number, stream: number, code: number): boolean {
+    return this.#push(Op.Reset, conn, stream, code, false)
+  }
+
+  stopSending(conn: number, stream: number, code: number): boolean {
+    return this.#push(Op.StopSending, conn, stream, code, false)
+  }
+
+  /** Hands everything queued to the native side now. */
+  flush(): void {
+    if (this.#ops.length === 0) return
+    const ops = new Float64Array(this.#ops)
+    const strs = this.#strs
+    const bufs = this.#bufs
+    this.#ops = []
+    this.#strs = []
+    this.#bufs = []
+    this.#n.submit(ops, strs, bufs)
   }
 }
+
+const queues = new WeakMap<object, CommandQueue>()
+
+/** The command queue of native server or client `n`. */
+export function commandQueue(n: NativeStreams): CommandQueue {
+  let q = queues.get(n)
+  if (!q) {
+    q = new CommandQueue(n)
+    queues.set(n, q)
+  }
+  return q
+}
+
+/**
+ * Binds the stream commands to one stream, through `n`'s command queue.
+ * `stopSending` differs per side: the client cancels a response by
+ * resetting the whole request (`cancelWithReset`).
+ */
+export function streamPort(n: NativeStreams, conn: number, stream: number, cancelWithReset = false): StreamPort {
+  const q = commandQueue(n)
+  return {
+    write: (data, fin) => q.write(conn, stream, data, fin),
+    sendHeaders: (h, fin) => q.headers(conn, stream, h, fin),
+    grant: (b) => q.grant(conn, stream, b),
+    reset: (code) => q.reset(conn, stream, code),
+    stopSending: cancelWithReset ? () => q.reset(conn, stream, H3_REQUEST_CANCELLED) : (code) => q.stopSending(conn, stream, code),
+  }
+}
+
+/** H3_REQUEST_CANCELLED (RFC 9114 §8.1). */
+const H3_REQUEST_CANCELLED = 0x10c
 
 /** The per-connection commands sessions (WebTransport, raw QUIC) need besides streams'. */
 interface NativeSessions extends NativeStreams {
@@ -131,7 +240,6 @@ interface NativeSessions extends NativeStreams {
   sendDatagram(conn: number, stream: number, data: Uint8Array): boolean
   closeSession(conn: number, stream: number, code: number, reason: string): boolean
   closeConnection(conn: number, code: number, reason: string): boolean
-  stopSending(conn: number, stream: number, code: number): boolean
   stats(conn: number): Promise<Binding.NativeStats | null>
 }
 
@@ -141,11 +249,23 @@ interface NativeSessions extends NativeStreams {
  * whose datagrams carry no flow id and whose close is CONNECTION_CLOSE.
  */
 export function sessionPort(n: NativeSessions, conn: number, session: number): SessionPort {
+  // The calls that bypass the command queue flush it first, so that they
+  // follow what was queued before them (a session's 2xx, earlier writes).
+  const q = commandQueue(n)
   return {
-    openStream: (bidi) => n.openStream(conn, bidi, session),
-    sendDatagram: (d) => n.sendDatagram(conn, Math.max(session, 0), d),
-    close: (code, reason) => (session < 0 ? n.closeConnection(conn, code, reason) : n.closeSession(conn, session, code, reason)),
-    stream: (id) => streamPort(n, conn, id, (code) => n.stopSending(conn, id, code)),
+    openStream: (bidi) => {
+      q.flush()
+      return n.openStream(conn, bidi, session)
+    },
+    sendDatagram: (d) => {
+      q.flush()
+      return n.sendDatagram(conn, Math.max(session, 0), d)
+    },
+    close: (code, reason) => {
+      q.flush()
+      return session < 0 ? n.closeConnection(conn, code, reason) : n.closeSession(conn, session, code, reason)
+    },
+    stream: (id) => streamPort(n, conn, id),
     stats: async () => (await n.stats(conn)) as unknown as Record<string, number> | null,
   }
 }

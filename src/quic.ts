@@ -11,7 +11,7 @@ import { lookup } from 'node:dns/promises'
 
 import type { DevCertificate } from './cert'
 import { H3Error, fromNative } from './errors'
-import { native, Ev, dispatchAll, sessionPort, takeEvents, type NativeEvent } from './native'
+import { native, Ev, commandQueue, dispatchAll, sessionPort, takeEvents, type NativeEvent } from './native'
 import { resolveTransport, type TransportOptions } from './options'
 import { Inbox } from './inbox'
 import { addressOf, resolveEndpoint, type AddressInfo, type EndpointOptions } from './server'
@@ -155,6 +155,7 @@ export class QuicServer implements AsyncIterable<QuicConnection>, AsyncDisposabl
   close(graceMs = 0): Promise<void> {
     if (!this.#closing) {
       this.#closing = this.#closed
+      commandQueue(this.#native).flush()
       this.#native.close(graceMs)
       this.#inbox.end()
     }
@@ -165,6 +166,7 @@ export class QuicServer implements AsyncIterable<QuicConnection>, AsyncDisposabl
     if (this.#released) return
     this.#released = true
     for (const c of this.#conns.map.values()) c.onClosed(0, 'server closed', true)
+    commandQueue(this.#native).flush()
     this.#native.release()
     this.#resolveClosed()
   }

@@ -10,7 +10,7 @@ import { isIP } from 'node:net'
 import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
 import { generateDevCertificate, type DevCertificate } from './cert'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, dispatchAll, sessionPort, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, commandQueue, dispatchAll, sessionPort, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
 import { checkBoolean, checkInteger, resolveTransport, type TransportOptions } from './options'
 import { Inbox } from './inbox'
 import { DatagramDuplexStream, WebTransportSession, type SessionLimits } from './webtransport'
@@ -552,8 +552,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
 
   /** @internal */
   port(conn: number, stream: number): StreamPort {
-        const n = this.#native
-    return streamPort(n, conn, stream, (code) => n.stopSending(conn, stream, code))
+    return streamPort(this.#native, conn, stream)
   }
 
   /** @internal */
@@ -602,7 +601,11 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     const n = this.#native
     // The flow id takes up to 8 bytes of each datagram.
     const max = Math.max(0, (this.#maxDatagram.get(conn) ?? 0) - varintLength(stream / 4))
-    return new DatagramDuplexStream((d) => n.sendDatagram(conn, stream, d), max, this.#datagramQueue)
+    const q = commandQueue(n)
+    return new DatagramDuplexStream((d) => {
+      q.flush() // after the response head and writes queued before it
+      return n.sendDatagram(conn, stream, d)
+    }, max, this.#datagramQueue)
   }
 
   /** @internal */
@@ -627,7 +630,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     let m = this.#sessions.get(conn)
     if (!m) this.#sessions.set(conn, (m = new Map()))
     m.set(sid, session)
-    n.sendHeaders(conn, sid, head.join('\0'), false)
+    commandQueue(n).headers(conn, sid, head, false)
     session.onReady()
     if (this.#closing) session.onDrain()
     return session
@@ -840,6 +843,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
   close(graceMs: number = this.#graceMs): Promise<void> {
     if (!this.#closing) {
       this.#closing = this.#closedPromise
+      commandQueue(this.#native).flush()
       this.#native.close(graceMs)
       // GOAWAY went out with a DRAIN capsule for every session.
       for (const m of this.#sessions.values()) for (const session of m.values()) session.onDrain()
@@ -856,6 +860,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
       const st = this.#streams.get(r.connection.id)?.get(r.streamId)
       if (st) this.#abort(st, new H3Error('ERR_H3_SERVER_CLOSED', 'server closed'))
     }
+    commandQueue(this.#native).flush()
     this.#native.release()
     this.#resolveClosed()
   }

@@ -448,6 +448,44 @@ macro_rules! connection_commands {
                 )
             }
 
+            /// Applies the stream commands JS queued during one event-loop
+            /// turn (`CommandQueue` in src/native.ts), in order, in one
+            /// N-API call: five numbers per command in `ops` (op, connection,
+            /// stream, argument, fin); a header section (op 1) takes the
+            /// next string of `strs` (NUL-joined), a write (op 2) the next
+            /// buffer of `bufs`; grant (3) takes the argument as bytes,
+            /// reset (4) and stop-sending (5) as the code.
+            #[napi]
+            pub fn submit(&self, ops: Float64Array, strs: Vec<String>, bufs: Vec<Buffer>) {
+                let mut strs = strs.into_iter();
+                let mut bufs = bufs.into_iter();
+                let mut target: Option<(u32, Option<Arc<bridge::ConnHandle>>)> = None;
+                for op in ops.chunks_exact(5) {
+                    let (conn, stream, arg, fin) = (op[1] as u32, op[2] as u64, op[3], op[4] != 0.0);
+                    let cmd = match op[0] as u32 {
+                        1 => match strs.next().as_deref().and_then(split_fields) {
+                            Some(headers) => Command::Headers { stream, headers, fin },
+                            None => continue,
+                        },
+                        2 => match bufs.next() {
+                            Some(b) => Command::Write { stream, data: b.to_vec(), fin },
+                            None => continue,
+                        },
+                        3 => Command::Grant { stream, bytes: arg as u64 },
+                        4 => Command::Reset { stream, code: arg as u64 },
+                        5 => Command::StopSending { stream, code: arg as u64 },
+                        _ => continue,
+                    };
+                    // Runs of commands for one connection look it up once.
+                    if target.as_ref().is_none_or(|t| t.0 != conn) {
+                        target = Some((conn, self.conn(conn)));
+                    }
+                    if let Some((_, Some(c))) = &target {
+                        c.command(cmd);
+                    }
+                }
+            }
+
             /// Sends body bytes (`fin` ends the stream).
             #[napi]
             pub fn write(&self, conn: u32, stream: i64, data: &[u8], fin: bool) -> bool {
