@@ -104,13 +104,22 @@ function runMeasured(cmd, args, { core, timeoutMs = 600_000, env, input } = {}) 
   const [c, a] = pinned(core, 'bash', ['-c', script, 'bash', cmd, ...args])
   return new Promise((resolve) => {
     const t0 = performance.now()
-    const child = spawn(c, a, { env: { ...process.env, ...env }, stdio: [input == null ? 'ignore' : 'pipe', 'pipe', 'pipe'] })
+    // A process group of its own: on timeout the whole group is killed. Killing
+    // only the wrapping bash left the command holding the pipes open, so the
+    // run never ended (seen with a stalled upload).
+    const child = spawn(c, a, { env: { ...process.env, ...env }, stdio: [input == null ? 'ignore' : 'pipe', 'pipe', 'pipe'], detached: true })
     if (input != null) child.stdin.end(input)
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d) => (stdout += d))
     child.stderr.on('data', (d) => (stderr += d))
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    const t = setTimeout(() => {
+      try {
+        process.kill(-child.pid, 'SIGKILL')
+      } catch {
+        child.kill('SIGKILL')
+      }
+    }, timeoutMs)
     child.on('error', (e) => {
       clearTimeout(t)
       resolve({ code: -1, stdout, stderr: stderr + e.message, cpuMicros: NaN, wallMs: performance.now() - t0 })
