@@ -69,8 +69,8 @@ pub async fn connect(
     params.session = resume;
     let (tx, rx) = mpsc::unbounded_channel();
     let first = first_local_ids(Role::Client, limits.raw);
-    let driver =
-        Driver::new(Role::Client, id, limits, rx, sink, (local, peer), on_gone).on_session(on_session);
+    let driver = Driver::new(Role::Client, id, limits, rx, sink, (local, peer), on_gone)
+        .on_session(on_session);
     let connecting =
         tokio_quiche::quic::connect_with_config(socket, server_name.as_deref(), &params, driver);
     // tokio-quiche's client connector does not enforce the handshake timeout

@@ -177,12 +177,13 @@ fn split_fields(joined: &str) -> Option<Vec<String>> {
         return Some(Vec::new());
     }
     let fields: Vec<String> = joined.split('\0').map(str::to_owned).collect();
-    (fields.len() % 2 == 0).then_some(fields)
+    fields.len().is_multiple_of(2).then_some(fields)
 }
 
 fn to_batch(events: Vec<bridge::Event>) -> NativeBatch {
     let mut meta = Vec::with_capacity(events.len() * 5);
-    let (mut data, mut headers, mut texts, mut infos) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut data, mut headers, mut texts, mut infos) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for e in events {
         let mut flags = u32::from(e.fin) | (u32::from(e.early) << 1);
         if let Some(d) = e.data {
@@ -461,19 +462,37 @@ macro_rules! connection_commands {
                 let mut bufs = bufs.into_iter();
                 let mut target: Option<(u32, Option<Arc<bridge::ConnHandle>>)> = None;
                 for op in ops.chunks_exact(5) {
-                    let (conn, stream, arg, fin) = (op[1] as u32, op[2] as u64, op[3], op[4] != 0.0);
+                    let (conn, stream, arg, fin) =
+                        (op[1] as u32, op[2] as u64, op[3], op[4] != 0.0);
                     let cmd = match op[0] as u32 {
                         1 => match strs.next().as_deref().and_then(split_fields) {
-                            Some(headers) => Command::Headers { stream, headers, fin },
+                            Some(headers) => Command::Headers {
+                                stream,
+                                headers,
+                                fin,
+                            },
                             None => continue,
                         },
                         2 => match bufs.next() {
-                            Some(b) => Command::Write { stream, data: b.to_vec(), fin },
+                            Some(b) => Command::Write {
+                                stream,
+                                data: b.to_vec(),
+                                fin,
+                            },
                             None => continue,
                         },
-                        3 => Command::Grant { stream, bytes: arg as u64 },
-                        4 => Command::Reset { stream, code: arg as u64 },
-                        5 => Command::StopSending { stream, code: arg as u64 },
+                        3 => Command::Grant {
+                            stream,
+                            bytes: arg as u64,
+                        },
+                        4 => Command::Reset {
+                            stream,
+                            code: arg as u64,
+                        },
+                        5 => Command::StopSending {
+                            stream,
+                            code: arg as u64,
+                        },
                         _ => continue,
                     };
                     // Runs of commands for one connection look it up once.

@@ -556,7 +556,10 @@ impl Session {
         }
         self.resets.1 += 1;
         if self.resets.1 > self.limits.max_resets {
-            return Err(ConnError::new(H3Code::ExcessiveLoad, "too many request streams reset"));
+            return Err(ConnError::new(
+                H3Code::ExcessiveLoad,
+                "too many request streams reset",
+            ));
         }
         Ok(())
     }

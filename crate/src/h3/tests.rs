@@ -878,12 +878,11 @@ fn a_request_body_that_stops_coming_gets_408_after_the_body_timeout() {
         "JS learns why"
     );
     p.client_turn();
-    let head = p
-        .c
-        .events
-        .iter()
-        .find(|e| e.kind == EventKind::Headers as u32)
-        .and_then(|e| e.headers.clone());
+    let head =
+        p.c.events
+            .iter()
+            .find(|e| e.kind == EventKind::Headers as u32)
+            .and_then(|e| e.headers.clone());
     assert_eq!(head.as_deref(), Some(&strings(&[":status", "408"])[..]));
 }
 
@@ -944,7 +943,9 @@ fn too_many_request_resets_close_the_connection_with_h3_excessive_load() {
         let id = i * 4;
         p.c.send_headers(&mut p.client, id, &post("/"), false);
         p.send_to_server();
-        p.client.stream_shutdown(id, quiche::Shutdown::Write, 0x10c).unwrap();
+        p.client
+            .stream_shutdown(id, quiche::Shutdown::Write, 0x10c)
+            .unwrap();
         p.advance();
         result = p.server_turn();
         if i < 10 {
