@@ -170,8 +170,15 @@ function answered(t, report, name, status, body) {
  * grew by less than `slackMiB` (allocator arenas keep some; a per-stream
  * leak over 1000 streams would be far above it).
  */
-function memoryBack(t, before, slackMiB = 24) {
-  const after = process.memoryUsage().rss
+async function memoryBack(t, before, slackMiB = 24) {
+  // Garbage from the case may still be uncollected: collect it (ava runs
+  // with --expose-gc) and give the allocator a moment to return pages.
+  let after = process.memoryUsage().rss
+  for (let i = 0; i < 25 && after - before >= slackMiB * 2 ** 20; i++) {
+    globalThis.gc?.()
+    await new Promise((r) => setTimeout(r, 200))
+    after = process.memoryUsage().rss
+  }
   t.true(after - before < slackMiB * 2 ** 20, `rss ${mb(before)} -> ${mb(after)}`)
 }
 
@@ -437,7 +444,11 @@ test.serial('reset storm: 1000 requests cancelled after their response started; 
   followUp(t, r)
   await settled(t)
   t.log(`rss after settling ${mb(process.memoryUsage().rss)}`)
-  memoryBack(t, rss)
+  // 1000 responses of 1 MB were started at once: up to their write windows
+  // (256 KiB each) was in flight when they were cancelled. The allocator may
+  // keep some of that peak (+37 MiB seen once in CI, +1 MiB usually); a
+  // per-stream leak would keep all of it.
+  await memoryBack(t, rss, 64)
 })
 
 test.serial('reset storm: 1000 requests reset at once; the server survives and cleans up', async (t) => {
@@ -450,7 +461,7 @@ test.serial('reset storm: 1000 requests reset at once; the server survives and c
   followUp(t, r)
   await settled(t)
   t.log(`rss after settling ${mb(process.memoryUsage().rss)}`)
-  memoryBack(t, rss)
+  await memoryBack(t, rss)
 })
 
 // A request stream already finished when the server first sees it (reset
@@ -485,7 +496,7 @@ test.serial('2000 abandoned streams (partial HEADERS + reset, reset alone, bare 
     t.true(p.opened >= 256, p.name)
   }
   t.log(`rss ${mb(rss)} -> ${mb(process.memoryUsage().rss)}`)
-  memoryBack(t, rss)
+  await memoryBack(t, rss)
   followUp(t, r)
   await settled(t)
 })

@@ -225,11 +225,31 @@ export async function runClient(kind, args, { timeoutMs = 60_000, env, script } 
   } else {
     throw new Error(`unknown client kind ${kind}`)
   }
+  const r = await runCommand(cmd, argv, { timeoutMs, env: { PYTHONUNBUFFERED: '1', ...env } })
+  let stderr = r.stderr
+  const lines = []
+  for (const line of r.stdout.split('\n')) {
+    const t = line.trim()
+    if (!t) continue
+    try {
+      lines.push(JSON.parse(t))
+    } catch {
+      stderr += `[unparsed stdout] ${t}\n`
+    }
+  }
+  const summary = lines.findLast((l) => l && l.summary === true)
+  const results = lines.filter((l) => !(l && l.summary === true))
+  return { code: r.code, signal: r.signal, timedOut: r.timedOut, lines, results, summary, stdout: r.stdout, stderr }
+}
+
+/**
+ * Runs a command to its end (or kills it after `timeoutMs`) and collects its
+ * output: `{ code, signal, stdout, stderr, timedOut }`. Rejects only if it
+ * cannot be started.
+ */
+export function runCommand(cmd, args, { timeoutMs = 120_000, env, cwd } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, PYTHONUNBUFFERED: '1', ...env },
-    })
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, cwd })
     let stdout = ''
     let stderr = ''
     let timedOut = false
@@ -247,19 +267,7 @@ export async function runClient(kind, args, { timeoutMs = 60_000, env, script } 
     })
     child.on('close', (code, signal) => {
       clearTimeout(timer)
-      const lines = []
-      for (const line of stdout.split('\n')) {
-        const t = line.trim()
-        if (!t) continue
-        try {
-          lines.push(JSON.parse(t))
-        } catch {
-          stderr += `[unparsed stdout] ${t}\n`
-        }
-      }
-      const summary = lines.findLast((l) => l && l.summary === true)
-      const results = lines.filter((l) => !(l && l.summary === true))
-      resolve({ code, signal, timedOut, lines, results, summary, stdout, stderr })
+      resolve({ code, signal, stdout, stderr, timedOut })
     })
   })
 }

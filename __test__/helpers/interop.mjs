@@ -6,16 +6,16 @@
 //   - readQlogs(): the server's qlog files (one per connection), parsed
 //   - Results: the matrix cells, written to __test__/.results/interop*.json;
 //     scripts/interop-report.js turns them into docs/interop.md
-import { spawn, execFile } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { promises as fs } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 
-import { cacheDir, CLIENTS_DIR, ensureAioquic } from './independent.mjs'
+import { cacheDir, CLIENTS_DIR, ensureAioquic, runCommand } from './independent.mjs'
 
-export { ensureAioquic }
+export { ensureAioquic, runCommand }
 
 export const OHA_VERSION = '1.16.0'
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -30,32 +30,6 @@ async function exists(p) {
   } catch {
     return false
   }
-}
-
-/** Runs `cmd args` to completion: `{ code, stdout, stderr, timedOut }` (never rejects on exit status). */
-export function runCommand(cmd, args, { timeoutMs = 120_000, env, cwd } = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, cwd })
-    let stdout = ''
-    let stderr = ''
-    let timedOut = false
-    child.stdout.setEncoding('utf8')
-    child.stderr.setEncoding('utf8')
-    child.stdout.on('data', (d) => (stdout += d))
-    child.stderr.on('data', (d) => (stderr += d))
-    const timer = setTimeout(() => {
-      timedOut = true
-      child.kill('SIGKILL')
-    }, timeoutMs)
-    child.on('error', (err) => {
-      clearTimeout(timer)
-      reject(err)
-    })
-    child.on('close', (code, signal) => {
-      clearTimeout(timer)
-      resolve({ code, signal, stdout, stderr, timedOut })
-    })
-  })
 }
 
 /** Like runCommand, plus `json`: stdout as one JSON document, else its last line that parses (or null). */

@@ -139,10 +139,10 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
-fn get(path: &str) -> Vec<String> {
+fn request(method: &str, path: &str) -> Vec<String> {
     strings(&[
         ":method",
-        "GET",
+        method,
         ":scheme",
         "https",
         ":authority",
@@ -150,6 +150,14 @@ fn get(path: &str) -> Vec<String> {
         ":path",
         path,
     ])
+}
+
+fn get(path: &str) -> Vec<String> {
+    request("GET", path)
+}
+
+fn post(path: &str) -> Vec<String> {
+    request("POST", path)
 }
 
 /// A HEADERS frame as a client would encode it (static table only).
@@ -810,19 +818,6 @@ fn unknown_unidirectional_streams_give_their_stream_credit_back() {
         p.server_turn().unwrap();
         p.client_turn();
     }
-}
-
-fn post(path: &str) -> Vec<String> {
-    strings(&[
-        ":method",
-        "POST",
-        ":scheme",
-        "https",
-        ":authority",
-        "example",
-        ":path",
-        path,
-    ])
 }
 
 /// Lets `d` pass, then runs the server's stream timers and sends what they
