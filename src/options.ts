@@ -88,8 +88,8 @@ export interface TransportOptions {
    * sent and the client asked to stop (STOP_SENDING, H3_NO_ERROR); after:
    * the stream is reset with H3_REQUEST_CANCELLED. Either way `req.signal`
    * aborts and the body stream errors with `ERR_H3_BODY_TIMEOUT`. A body the
-   * application is slow to read never times out. `0` turns it off. Default
-   * `30000` ms.
+   * application is slow to read never times out, nor does a CONNECT tunnel
+   * (its data may rightly pause). `0` turns it off. Default `30000` ms.
    */
   bodyTimeoutMs?: number
   /**

@@ -69,7 +69,8 @@ pub struct Limits {
     pub headers_timeout: Option<Duration>,
     /// Server: while a request body is wanted (the application has read
     /// credit left), some of it must arrive within this time, else the
-    /// request ends with 408 (or a reset once a response started). `None`: off.
+    /// request ends with 408 (or a reset once a response started). CONNECT
+    /// tunnels are exempt. `None`: off.
     pub body_timeout: Option<Duration>,
     /// Server: a response with bytes waiting must get some of them accepted
     /// by QUIC (the client reads and extends flow control) within this time,
@@ -170,6 +171,9 @@ struct ReqStream {
     capsules: Option<Box<CapsuleReader>>,
     /// Server: a response head was queued.
     responded: bool,
+    /// A CONNECT request (RFC 9114 §4.4): its "body" is tunnel data, which
+    /// may rightly be idle for as long as the tunnel lives.
+    tunnel: bool,
     /// When the stream was first seen (headers timeout).
     opened_at: Instant,
     /// Last time stream bytes arrived, or reading resumed (body timeout).
@@ -208,6 +212,7 @@ impl ReqStream {
             parked: false,
             capsules: None,
             responded: false,
+            tunnel: false,
             opened_at: t,
             recv_progress: t,
             send_progress: t,
@@ -462,7 +467,7 @@ impl Session {
                 if !s.hidden {
                     consider(l.headers_timeout.map(|d| s.opened_at + d), Timeout::Headers);
                 }
-            } else if s.drop_body || s.delivered - s.consumed < l.stream_read_window {
+            } else if !s.tunnel && (s.drop_body || s.delivered - s.consumed < l.stream_read_window) {
                 consider(l.body_timeout.map(|d| s.recv_progress + d), Timeout::Body);
             }
         }
@@ -1647,6 +1652,7 @@ impl Session {
                 s.content_length = head.content_length;
                 let no_more = s.recv_fin && s.unparsed().is_empty();
                 s.drop_body = matches!(head.method.as_str(), "GET" | "HEAD");
+                s.tunnel = head.method == "CONNECT";
                 let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans)
                     .into_iter()
                     .partition(|&(sid, _)| sid == id);

@@ -882,6 +882,21 @@ fn a_request_body_that_stops_coming_gets_408_after_the_body_timeout() {
 }
 
 #[test]
+fn a_connect_tunnel_may_stay_idle_past_the_body_timeout() {
+    let mut p = Pipe::new(Limits {
+        body_timeout: Some(40 * MS),
+        ..Limits::default()
+    });
+    let connect = strings(&[":method", "CONNECT", ":authority", "example:443"]);
+    p.c.send_headers(&mut p.client, 0, &connect, false);
+    p.send_to_server();
+    assert!(kinds(&mut p.s).contains(&(EventKind::Headers as u32, 0)));
+    std::thread::sleep(60 * MS);
+    p.s.check_timers(&mut p.server, std::time::Instant::now());
+    assert!(!p.s.events.iter().any(|e| e.kind == EventKind::Reset as u32));
+}
+
+#[test]
 fn a_body_held_back_by_the_application_does_not_time_out() {
     let mut p = Pipe::new(Limits {
         body_timeout: Some(40 * MS),
