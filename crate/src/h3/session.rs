@@ -467,7 +467,8 @@ impl Session {
                 if !s.hidden {
                     consider(l.headers_timeout.map(|d| s.opened_at + d), Timeout::Headers);
                 }
-            } else if !s.tunnel && (s.drop_body || s.delivered - s.consumed < l.stream_read_window) {
+            } else if !s.tunnel && (s.drop_body || s.delivered - s.consumed < l.stream_read_window)
+            {
                 consider(l.body_timeout.map(|d| s.recv_progress + d), Timeout::Body);
             }
         }
