@@ -14,7 +14,7 @@
 # C++ compiler. Sanitizers are off (they need nightly); Rust's own checks
 # (bounds, debug assertions, overflow checks) are on.
 #
-# Builds go to $CARGO_TARGET_DIR (default ~/.cache/h3node/fuzz-target),
+# Builds go to $FUZZ_TARGET_DIR (default ~/.cache/h3node/fuzz-target),
 # outside the clone. The working corpus grows in $FUZZ_WORK (default
 # ~/.cache/h3node/fuzz-corpus/<target>), seeded from fuzz/corpus/<target>;
 # crashes land in fuzz/artifacts/<target>/.
@@ -22,7 +22,10 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ="$ROOT/fuzz"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/h3node/fuzz-target}"
+# Always a target directory of its own (FUZZ_TARGET_DIR), whatever
+# CARGO_TARGET_DIR says: the instrumented build must not share one with the
+# addon's (.ci/run exports CARGO_TARGET_DIR for the addon).
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/h3node/fuzz-target}"
 WORK="${FUZZ_WORK:-$HOME/.cache/h3node/fuzz-corpus}"
 TARGETS=(frame settings capsule headers session)
 
