@@ -30,7 +30,7 @@ export function cacheDir() {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
-async function exists(p) {
+export async function exists(p) {
   try {
     await fs.access(p)
     return true
@@ -67,7 +67,7 @@ function pidAlive(pid) {
  * Cross-process mutual exclusion with an atomically created directory.
  * A lock whose owner died (same host) or that is older than staleMs is broken.
  */
-async function withLock(lockDir, fn, { staleMs = 15 * 60_000, waitMs = 20 * 60_000 } = {}) {
+export async function withLock(lockDir, fn, { staleMs = 15 * 60_000, waitMs = 20 * 60_000 } = {}) {
   const deadline = Date.now() + waitMs
   const owner = path.join(lockDir, 'owner')
   for (;;) {
@@ -101,18 +101,26 @@ async function withLock(lockDir, fn, { staleMs = 15 * 60_000, waitMs = 20 * 60_0
   }
 }
 
-let aioquicPromise
+/**
+ * `setup` run once per process: every call shares its promise; a failure is
+ * forgotten, so the next call tries again.
+ */
+export function once(setup) {
+  let promise
+  return () => {
+    promise ??= setup().catch((err) => {
+      promise = undefined
+      throw err
+    })
+    return promise
+  }
+}
+
 /**
  * Create (once) $H3NODE_CACHE/venv with aioquic pinned to AIOQUIC_VERSION.
  * Resolves to the venv's python executable.
  */
-export function ensureAioquic() {
-  aioquicPromise ??= setupAioquic().catch((err) => {
-    aioquicPromise = undefined
-    throw err
-  })
-  return aioquicPromise
-}
+export const ensureAioquic = once(() => setupAioquic())
 
 async function setupAioquic() {
   const root = cacheDir()
@@ -147,18 +155,11 @@ async function setupAioquic() {
   })
 }
 
-let quicGoPromise
 /**
  * Build (when missing or outdated) $H3NODE_CACHE/bin/go-h3client.
  * Resolves to the binary's path.
  */
-export function ensureQuicGo() {
-  quicGoPromise ??= setupQuicGo().catch((err) => {
-    quicGoPromise = undefined
-    throw err
-  })
-  return quicGoPromise
-}
+export const ensureQuicGo = once(() => setupQuicGo())
 
 async function newestSourceMtime() {
   let newest = 0

@@ -13,7 +13,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 
-import { cacheDir, CLIENTS_DIR, ensureAioquic, runCommand } from './independent.mjs'
+import { cacheDir, CLIENTS_DIR, ensureAioquic, exists, once, runCommand, withLock } from './independent.mjs'
 
 export { ensureAioquic, runCommand }
 
@@ -22,15 +22,6 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 export const RESULTS_DIR = path.resolve(here, '..', '.results')
 const GO_INTEROP_DIR = path.join(CLIENTS_DIR, 'go-interop')
 const execFileP = promisify(execFile)
-
-async function exists(p) {
-  try {
-    await fs.access(p)
-    return true
-  } catch {
-    return false
-  }
-}
 
 /** Like runCommand, plus `json`: stdout as one JSON document, else its last line that parses (or null). */
 export async function runJson(cmd, args, opts) {
@@ -56,56 +47,23 @@ export async function runAioquicInterop(args, opts) {
   return runJson(python, [path.join(CLIENTS_DIR, 'aioquic_interop.py'), ...args], { ...opts, env: { PYTHONUNBUFFERED: '1', ...opts?.env } })
 }
 
-let ohaPromise
 /**
  * oha with HTTP/3 (`cargo install oha --locked --features http3`), installed
  * once into $H3NODE_CACHE/tools/oha. Resolves to the binary's path. Needs
  * cargo (the Rust toolchain the addon is built with) and the crate registry.
  */
-export function ensureOha() {
-  ohaPromise ??= setupOha().catch((err) => {
-    ohaPromise = undefined
-    throw err
-  })
-  return ohaPromise
-}
-
-async function setupOha() {
+export const ensureOha = once(async () => {
   const root = path.join(cacheDir(), 'tools', 'oha')
   const bin = path.join(root, 'bin', process.platform === 'win32' ? 'oha.exe' : 'oha')
   if (await exists(bin)) return bin
   await fs.mkdir(path.dirname(root), { recursive: true })
-  // one install at a time across test processes: a directory lock, broken
-  // when its owner is gone
-  const lock = `${root}.lock`
-  for (;;) {
-    try {
-      await fs.mkdir(lock)
-      await fs.writeFile(path.join(lock, 'pid'), String(process.pid))
-      break
-    } catch (err) {
-      if (err.code !== 'EEXIST') throw err
-    }
-    let owner = 0
-    try {
-      owner = Number(await fs.readFile(path.join(lock, 'pid'), 'utf8'))
-    } catch {}
-    let alive = true
-    try {
-      if (owner) process.kill(owner, 0)
-    } catch (err) {
-      alive = err.code === 'EPERM'
-    }
-    if (!alive) await fs.rm(lock, { recursive: true, force: true })
-    else await new Promise((resolve) => setTimeout(resolve, 1000))
-  }
-  try {
-    if (await exists(bin)) return bin
-    return await installOha(root, bin)
-  } finally {
-    await fs.rm(lock, { recursive: true, force: true })
-  }
-}
+  // One install at a time across test processes. A cold build takes about
+  // 25 minutes on 2 cores: the lock is stale only when its owner is gone.
+  return withLock(`${root}.lock`, async () => ((await exists(bin)) ? bin : installOha(root, bin)), {
+    staleMs: 120 * 60_000,
+    waitMs: 120 * 60_000,
+  })
+})
 
 async function installOha(root, bin) {
   await fs.mkdir(root, { recursive: true })
@@ -124,15 +82,8 @@ export async function ohaVersion(bin) {
   return stdout.trim()
 }
 
-let goInteropPromise
 /** Builds (when missing or older than its sources) $H3NODE_CACHE/bin/go-interop. */
-export function ensureGoInterop() {
-  goInteropPromise ??= setupGoInterop().catch((err) => {
-    goInteropPromise = undefined
-    throw err
-  })
-  return goInteropPromise
-}
+export const ensureGoInterop = once(() => setupGoInterop())
 
 async function setupGoInterop() {
   const binDir = path.join(cacheDir(), 'bin')

@@ -8,7 +8,9 @@ const { spawn, spawnSync, execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
+const { pathToFileURL } = require('node:url')
 
+// The version the interop tests install (__test__/helpers/interop.mjs).
 const OHA_VERSION = '1.16.0'
 const NODE24_VERSION = '24.21.0'
 const CURRENTSPACE_VERSION = '0.9.0'
@@ -45,31 +47,13 @@ function version(cmd, args = ['--version']) {
   }
 }
 
-/** Waits for another process's build (a lock directory) to go away. */
-async function waitForLock(lock, minutes = 30) {
-  const end = Date.now() + minutes * 60_000
-  while (fs.existsSync(lock) && Date.now() < end) await new Promise((r) => setTimeout(r, 2000))
-}
-
-/** oha with --features http3 in $cache/tools/oha (cargo install, a few minutes once). */
+/**
+ * oha with --features http3 in $cache/tools/oha: the interop tests' installer
+ * (one `cargo install`, under a lock shared with running tests).
+ */
 async function ensureOha() {
-  const root = path.join(cache, 'tools', 'oha')
-  const bin = path.join(root, 'bin', 'oha')
-  if (fs.existsSync(bin)) return bin
-  // Someone else may be building it right now (cargo install holds the root); wait for it.
-  const pending = spawnSync('pgrep', ['-f', `cargo install oha.*${root}`], { encoding: 'utf8' })
-  if (pending.status === 0) {
-    log('waiting for a running `cargo install oha` to finish ...')
-    const end = Date.now() + 30 * 60_000
-    while (!fs.existsSync(bin) && Date.now() < end && spawnSync('pgrep', ['-f', `cargo install oha.*${root}`]).status === 0) {
-      await new Promise((r) => setTimeout(r, 5000))
-    }
-    if (fs.existsSync(bin)) return bin
-  }
-  if (!which('cargo')) throw new Error('oha is missing and cargo is not installed (needed for `cargo install oha --features http3`)')
-  log(`installing oha ${OHA_VERSION} with HTTP/3 (cargo install, several minutes) ...`)
-  await run('cargo', ['install', 'oha', '--version', OHA_VERSION, '--locked', '--features', 'http3', '--root', root])
-  return bin
+  const { ensureOha: install } = await import(pathToFileURL(path.join(__dirname, '..', '..', '__test__', 'helpers', 'interop.mjs')).href)
+  return install()
 }
 
 /** h2load from Debian's nghttp2-client. */
