@@ -2144,7 +2144,17 @@ impl Session {
                     }
                 }
                 Err(quiche::Error::Done) => {
-                    blocked = true;
+                    // No room, or no stream: quiche answers Done too for a
+                    // stream it has already collected (the peer stopped it
+                    // and acknowledged our reset before JS answered), which
+                    // would otherwise wait here forever.
+                    match q.stream_capacity(id) {
+                        Err(quiche::Error::StreamStopped(code)) => stopped = Some(code),
+                        Err(quiche::Error::InvalidStreamState(_)) => {
+                            stopped = Some(H3Code::RequestCancelled.code())
+                        }
+                        _ => blocked = true,
+                    }
                     break;
                 }
                 Err(quiche::Error::StreamStopped(code)) => {
@@ -2217,8 +2227,17 @@ impl Session {
         for (&id, s) in &self.streams {
             let candidate = (id & 0x2 == 0 && s.headers_seen) || (s.raw && s.opened);
             if candidate && !s.send_closed && !s.fin_sent && s.out.is_empty() {
-                if let Err(quiche::Error::StreamStopped(code)) = q.stream_writable(id, 0) {
-                    stopped.push((id, code));
+                match q.stream_writable(id, 0) {
+                    Err(quiche::Error::StreamStopped(code)) => stopped.push((id, code)),
+                    // A request stream quiche has forgotten: the peer stopped
+                    // it before we sent anything, and reading its FIN then
+                    // completed it (the code is gone with it).
+                    Err(quiche::Error::InvalidStreamState(_))
+                        if id & 0x2 == 0 && s.headers_seen =>
+                    {
+                        stopped.push((id, H3Code::RequestCancelled.code()))
+                    }
+                    _ => {}
                 }
             }
         }

@@ -964,3 +964,35 @@ fn too_many_request_resets_close_the_connection_with_h3_excessive_load() {
     }
     assert_eq!(result, Err(H3Code::ExcessiveLoad));
 }
+
+#[test]
+fn a_request_stopped_before_it_is_read_ends_when_the_application_answers() {
+    // The client sends a whole request and, in the same flight, stops
+    // reading its response (oha does this to every request in flight when
+    // its run ends). quiche stops the send side with nothing sent, so
+    // reading the request's FIN completes the stream and quiche forgets it:
+    // the stream then answers InvalidStreamState, not StreamStopped. The
+    // application's answer must end the exchange (StopSending to JS), not
+    // wait in the send queue forever, which kept a connection draining
+    // after the client's GOAWAY open until the idle timeout.
+    let mut p = Pipe::new(Limits::default());
+    p.c.send_headers(&mut p.client, 0, &get("/"), true);
+    p.c.flush(&mut p.client);
+    p.client
+        .stream_shutdown(0, quiche::Shutdown::Read, 0)
+        .unwrap();
+    p.advance();
+    p.server_turn().unwrap();
+    let seen = kinds(&mut p.s);
+    assert!(seen.contains(&(EventKind::Headers as u32, 0)), "{seen:?}");
+    p.s.send_headers(&mut p.server, 0, &strings(&[":status", "200"]), false);
+    p.s.write(0, b"late".to_vec(), true);
+    p.s.flush(&mut p.server);
+    p.advance();
+    let ev = seen.into_iter().chain(kinds(&mut p.s)).collect::<Vec<_>>();
+    assert!(
+        ev.contains(&(EventKind::StopSending as u32, 0)),
+        "JS learns the stream is gone: {ev:?}"
+    );
+    assert_eq!(p.s.active_requests(), 0);
+}
