@@ -16,12 +16,15 @@ export declare class NativeClient {
    * Applies the stream commands JS queued during one event-loop
    * turn (`CommandQueue` in src/native.ts), in order, in one
    * N-API call: five numbers per command in `ops` (op, connection,
-   * stream, argument, fin); a header section (op 1) takes the
-   * next string of `strs` (NUL-joined), a write (op 2) the next
-   * buffer of `bufs`; grant (3) takes the argument as bytes,
-   * reset (4) and stop-sending (5) as the code.
+   * stream, argument, fin). A header section (op 1) takes the next
+   * `argument` parts of `text`, where the names and values of all
+   * sections are joined with NUL; a write (op 2) the next
+   * `argument` bytes of `bytes`, where all small writes are
+   * packed (one string and one buffer cross, not one per
+   * command). Grant (3) takes the argument as bytes, reset (4)
+   * and stop-sending (5) as the code.
    */
-  submit(ops: Float64Array, strs: Array<string>, bufs: Array<Buffer>): void
+  submit(ops: Float64Array, text: string, bytes: Uint8Array): void
   /** Sends body bytes (`fin` ends the stream). */
   write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean
   /** Returns read credit for a received body. */
@@ -89,12 +92,15 @@ export declare class NativeServer {
    * Applies the stream commands JS queued during one event-loop
    * turn (`CommandQueue` in src/native.ts), in order, in one
    * N-API call: five numbers per command in `ops` (op, connection,
-   * stream, argument, fin); a header section (op 1) takes the
-   * next string of `strs` (NUL-joined), a write (op 2) the next
-   * buffer of `bufs`; grant (3) takes the argument as bytes,
-   * reset (4) and stop-sending (5) as the code.
+   * stream, argument, fin). A header section (op 1) takes the next
+   * `argument` parts of `text`, where the names and values of all
+   * sections are joined with NUL; a write (op 2) the next
+   * `argument` bytes of `bytes`, where all small writes are
+   * packed (one string and one buffer cross, not one per
+   * command). Grant (3) takes the argument as bytes, reset (4)
+   * and stop-sending (5) as the code.
    */
-  submit(ops: Float64Array, strs: Array<string>, bufs: Array<Buffer>): void
+  submit(ops: Float64Array, text: string, bytes: Uint8Array): void
   /** Sends body bytes (`fin` ends the stream). */
   write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean
   /** Returns read credit for a received body. */

@@ -389,7 +389,7 @@ export class Client implements AsyncDisposable {
 
   #dispatch(e: NativeEvent): void {
     if (e.kind === Ev.ConnOpen) {
-      this.#maxDatagram.set(e.conn, e.maxDatagramSize ?? 0)
+      this.#maxDatagram.set(e.conn, e.info?.maxDatagramSize ?? 0)
       return
     }
     if (e.kind === Ev.ConnClose) {
@@ -421,7 +421,7 @@ export class Client implements AsyncDisposable {
     switch (e.kind) {
       case Ev.Headers: {
         const f = e.headers ?? []
-                const headers = toHeaders(f)
+        const headers = toHeaders(f)
         const status = Number(f[f.indexOf(':status') + 1])
         const nullBody = e.fin || p.method === 'HEAD' || status === 204 || status === 304
         if (!nullBody) p.body = new IncomingBody(this.#port(p.conn.id, p.stream), this.#readWindow)
@@ -457,7 +457,7 @@ export class Client implements AsyncDisposable {
         }
         break
       case Ev.Trailers: {
-                p.trailers = toHeaders(e.headers ?? [])
+        p.trailers = toHeaders(e.headers ?? [])
         break
       }
       case Ev.Reset:

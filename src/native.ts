@@ -19,17 +19,11 @@ export interface NativeEvent {
   code: number
   fin: boolean
   early: boolean
-  data?: Buffer
-  headers?: string[]
-  text?: string
-  remoteAddress?: string
-  remotePort?: number
-  localAddress?: string
-  localPort?: number
-  alpn?: string
-  resumed?: boolean
-  serverName?: string | null
-  maxDatagramSize?: number
+  data: Buffer | undefined
+  headers: string[] | undefined
+  text: string | undefined
+  /** Connection facts (ConnOpen, PeerAddress). */
+  info: Binding.NativeConnInfo | undefined
 }
 
 /**
@@ -48,7 +42,6 @@ export function takeEvents(n: { takeBatch(): Binding.NativeBatch }): NativeEvent
   let f = 0
   for (let i = 0, j = 0; j < m.length; i++, j += 5) {
     const flags = m[j + 4]
-    const info = flags & 32 ? b.infos[f++] : undefined
     let headers: string[] | undefined
     if (flags & 8) {
       const joined = b.headers[h++]
@@ -64,14 +57,7 @@ export function takeEvents(n: { takeBatch(): Binding.NativeBatch }): NativeEvent
       data: flags & 4 ? b.data[d++] : undefined,
       headers,
       text: flags & 16 ? b.texts[x++] : undefined,
-      remoteAddress: info?.remoteAddress,
-      remotePort: info?.remotePort,
-      localAddress: info?.localAddress,
-      localPort: info?.localPort,
-      alpn: info?.alpn,
-      resumed: info?.resumed,
-      serverName: info?.serverName,
-      maxDatagramSize: info?.maxDatagramSize,
+      info: flags & 32 ? b.infos[f++] : undefined,
     }
   }
   return out
@@ -113,7 +99,7 @@ interface NativeStreams {
   grant(conn: number, stream: number, bytes: number): boolean
   reset(conn: number, stream: number, code: number): boolean
   stopSending(conn: number, stream: number, code: number): boolean
-  submit(ops: Float64Array, strs: string[], bufs: Uint8Array[]): void
+  submit(ops: Float64Array, text: string, bytes: Uint8Array): void
 }
 
 /** Command codes of `submit` (crate/src/lib.rs). */
@@ -126,24 +112,34 @@ const enum Op {
 }
 
 /**
- * Writes up to this size are copied and queued; larger ones flush the queue
- * and go to the native side at once (which copies them there), so a chunk
- * is never copied twice and a caller may reuse its buffer after `write`.
+ * Writes up to this size are copied into the queue's byte buffer; larger
+ * ones flush the queue and go to the native side at once (which copies them
+ * there), so a chunk is never copied twice and a caller may reuse its
+ * buffer after `write`.
  */
 const QUEUED_WRITE_MAX = 16 * 1024
+
+/** Size of the byte buffer small writes are packed into (flushed when full). */
+const QUEUED_BYTES = 256 * 1024
 
 /**
  * The stream commands of one native server or client, queued during an
  * event-loop turn and handed over in one N-API call (`submit`) from
  * `setImmediate`: a turn that answers 64 requests makes one call, not 128+.
- * Order is kept: any other native call that must follow them (closing a
- * session or the connection, large writes) flushes the queue first.
+ * Three values cross: the commands as numbers (five per command), the names
+ * and values of every header section joined with NUL into one string, and
+ * every small write packed into one byte buffer, which the native side
+ * copies out before `submit` returns, so the buffer is reused. Order is
+ * kept: any other native call that must follow them (closing a session or
+ * the connection, large writes) flushes the queue first.
  */
 export class CommandQueue {
   #n: NativeStreams
-  #ops: number[] = []
-  #strs: string[] = []
-  #bufs: Uint8Array[] = []
+  #ops = new Float64Array(5 * 256)
+  #nops = 0
+  #parts: string[] = []
+  #bytes = Buffer.allocUnsafeSlow(QUEUED_BYTES)
+  #nbytes = 0
   #scheduled = false
   #flushSoon = (): void => {
     this.#scheduled = false
@@ -155,7 +151,19 @@ export class CommandQueue {
   }
 
   #push(op: Op, conn: number, stream: number, arg: number, fin: boolean): boolean {
-    this.#ops.push(op, conn, stream, arg, fin ? 1 : 0)
+    let ops = this.#ops
+    const i = this.#nops
+    if (i + 5 > ops.length) {
+      const bigger = new Float64Array(ops.length * 2)
+      bigger.set(ops)
+      this.#ops = ops = bigger
+    }
+    ops[i] = op
+    ops[i + 1] = conn
+    ops[i + 2] = stream
+    ops[i + 3] = arg
+    ops[i + 4] = fin ? 1 : 0
+    this.#nops = i + 5
     if (!this.#scheduled) {
       this.#scheduled = true
       setImmediate(this.#flushSoon)
@@ -164,18 +172,21 @@ export class CommandQueue {
   }
 
   headers(conn: number, stream: number, fields: string[], fin: boolean): boolean {
-    this.#strs.push(fields.join('\0'))
-    return this.#push(Op.Headers, conn, stream, 0, fin)
+    const parts = this.#parts
+    for (let i = 0; i < fields.length; i++) parts.push(fields[i])
+    return this.#push(Op.Headers, conn, stream, fields.length, fin)
   }
 
   write(conn: number, stream: number, data: Uint8Array, fin: boolean): boolean {
-    if (data.byteLength > QUEUED_WRITE_MAX) {
+    const n = data.byteLength
+    if (n > QUEUED_WRITE_MAX) {
       this.flush()
       return this.#n.write(conn, stream, data, fin)
     }
-    // A copy (Buffer#slice would be a view): the caller may reuse its buffer.
-    this.#bufs.push(data.byteLength === 0 ? data : new Uint8Array(data))
-    return this.#push(Op.Write, conn, stream, 0, fin)
+    if (this.#nbytes + n > QUEUED_BYTES) this.flush()
+    this.#bytes.set(data, this.#nbytes)
+    this.#nbytes += n
+    return this.#push(Op.Write, conn, stream, n, fin)
   }
 
   grant(conn: number, stream: number, bytes: number): boolean {
@@ -192,14 +203,14 @@ export class CommandQueue {
 
   /** Hands everything queued to the native side now. */
   flush(): void {
-    if (this.#ops.length === 0) return
-    const ops = new Float64Array(this.#ops)
-    const strs = this.#strs
-    const bufs = this.#bufs
-    this.#ops = []
-    this.#strs = []
-    this.#bufs = []
-    this.#n.submit(ops, strs, bufs)
+    if (this.#nops === 0) return
+    const ops = this.#ops.subarray(0, this.#nops)
+    const text = this.#parts.join('\0')
+    const bytes = this.#bytes.subarray(0, this.#nbytes)
+    this.#nops = 0
+    this.#parts = []
+    this.#nbytes = 0
+    this.#n.submit(ops, text, bytes)
   }
 }
 
@@ -221,13 +232,36 @@ export function commandQueue(n: NativeStreams): CommandQueue {
  * resetting the whole request (`cancelWithReset`).
  */
 export function streamPort(n: NativeStreams, conn: number, stream: number, cancelWithReset = false): StreamPort {
-  const q = commandQueue(n)
-  return {
-    write: (data, fin) => q.write(conn, stream, data, fin),
-    sendHeaders: (h, fin) => q.headers(conn, stream, h, fin),
-    grant: (b) => q.grant(conn, stream, b),
-    reset: (code) => q.reset(conn, stream, code),
-    stopSending: cancelWithReset ? () => q.reset(conn, stream, H3_REQUEST_CANCELLED) : (code) => q.stopSending(conn, stream, code),
+  return new QueuedStreamPort(commandQueue(n), conn, stream, cancelWithReset)
+}
+
+/** One object per stream, not five closures: a port is made for every request. */
+class QueuedStreamPort implements StreamPort {
+  constructor(
+    private readonly q: CommandQueue,
+    private readonly conn: number,
+    private readonly stream: number,
+    private readonly cancelWithReset: boolean,
+  ) {}
+
+  write(data: Uint8Array, fin: boolean): boolean {
+    return this.q.write(this.conn, this.stream, data, fin)
+  }
+
+  sendHeaders(h: string[], fin: boolean): boolean {
+    return this.q.headers(this.conn, this.stream, h, fin)
+  }
+
+  grant(bytes: number): boolean {
+    return this.q.grant(this.conn, this.stream, bytes)
+  }
+
+  reset(code: number): boolean {
+    return this.q.reset(this.conn, this.stream, code)
+  }
+
+  stopSending(code: number): boolean {
+    return this.cancelWithReset ? this.q.reset(this.conn, this.stream, H3_REQUEST_CANCELLED) : this.q.stopSending(this.conn, this.stream, code)
   }
 }
 

@@ -52,11 +52,11 @@ class Connections {
   dispatch(e: NativeEvent): void {
     if (e.kind === Ev.ConnOpen) {
       const id = e.conn
-      const c = new QuicConnection(sessionPort(this.#native(), id, -1), { ...this.#limits, maxDatagramSize: e.maxDatagramSize ?? 0 }, this.#isServer, {
+      const c = new QuicConnection(sessionPort(this.#native(), id, -1), { ...this.#limits, maxDatagramSize: e.info?.maxDatagramSize ?? 0 }, this.#isServer, {
         id,
-        alpn: e.alpn ?? '',
-        remoteAddress: e.remoteAddress ?? '',
-        remotePort: e.remotePort ?? 0,
+        alpn: e.info?.alpn ?? '',
+        remoteAddress: e.info?.remoteAddress ?? '',
+        remotePort: e.info?.remotePort ?? 0,
       })
       this.map.set(id, c)
       this.#onOpen(c)

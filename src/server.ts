@@ -268,7 +268,7 @@ export class IncomingRequest {
 
   /** @internal */
   setTrailers(fields: string[]): void {
-        this.#trailers = toHeaders(fields)
+    this.#trailers = toHeaders(fields)
   }
 
   /** Whether {@link respond} or {@link acceptWebTransport} was called. */
@@ -338,26 +338,34 @@ export class IncomingRequest {
     return this.#send(response, options)
   }
 
-  async #send(input: Response | PromiseLike<Response>, options?: RespondOptions): Promise<void> {
-    const port = this.#server.port(this.connection.id, this.streamId)
-    let res: Response
-    try {
-      res = await input
-      if (!(res instanceof Response)) {
-        throw new H3Error('ERR_H3_INVALID_RESPONSE', `handler returned ${typeof res}, not a Response`)
-      }
-    } catch (err) {
-      this.#server.reportError(err, this)
-      if (!this.#state.finished && !this.#state.abort.aborted) {
-        port.sendHeaders([':status', '500', 'content-type', 'text/plain;charset=utf-8'], false)
-        port.write(Buffer.from('Internal Server Error'), true)
-      }
-      return
+  #send(input: Response | PromiseLike<Response>, options?: RespondOptions): Promise<void> {
+    // A Response given as it is goes out in this turn: no await in between.
+    if (input instanceof Response) return this.#sendResponse(input, options)
+    return Promise.resolve(input).then(
+      (res) =>
+        res instanceof Response
+          ? this.#sendResponse(res, options)
+          : this.#sendError(new H3Error('ERR_H3_INVALID_RESPONSE', `handler returned ${typeof res}, not a Response`)),
+      (err) => this.#sendError(err),
+    )
+  }
+
+  /** The handler failed or gave no Response: reported, and a 500 if the client is still there. */
+  #sendError(err: unknown): void {
+    this.#server.reportError(err, this)
+    if (!this.#state.finished && !this.#state.abort.aborted) {
+      const port = this.#server.port(this.connection.id, this.streamId)
+      port.sendHeaders([':status', '500', 'content-type', 'text/plain;charset=utf-8'], false)
+      port.write(Buffer.from('Internal Server Error'), true)
     }
+  }
+
+  async #sendResponse(res: Response, options?: RespondOptions): Promise<void> {
     if (this.#state.finished || this.#state.abort.aborted) {
       await res.body?.cancel(this.#state.abort.reason).catch(() => {})
       return
     }
+    const port = this.#server.port(this.connection.id, this.streamId)
     const head = flattenHeaders(res.headers, [':status', String(res.status)])
     const body = this.#method === 'HEAD' || res.status === 204 || res.status === 304 ? null : res.body
     if (!body) {
@@ -369,10 +377,14 @@ export class IncomingRequest {
     const out = this.#server.outgoing(this.#state, port)
     const t = options?.trailers
     try {
-      await out.pump(body, () => {
-        const init = typeof t === 'function' ? t() : t
-        return init ? flattenHeaders(new Headers(init)) : undefined
-      })
+      await out.pump(
+        body,
+        t &&
+          (() => {
+            const init = typeof t === 'function' ? t() : t
+            return init ? flattenHeaders(new Headers(init)) : undefined
+          }),
+      )
     } catch (err) {
       // A peer abort is not a handler error.
       if (!this.#state.abort.aborted) this.#server.reportError(err, this)
@@ -644,14 +656,14 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
   }
 
   #onBatch(): void {
-        dispatchAll(takeEvents(this.#native), (e) => this.#dispatch(e))
+    dispatchAll(takeEvents(this.#native), (e) => this.#dispatch(e))
   }
 
   #state(e: NativeEvent): StreamState | undefined {
     return this.#streams.get(e.conn)?.get(e.stream)
   }
 
-    #drop(conn: number, stream: number): void {
+  #drop(conn: number, stream: number): void {
     const m = this.#streams.get(conn)
     m?.delete(stream)
   }
@@ -677,16 +689,16 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
       case Ev.ConnOpen:
         this.#conns.set(e.conn, {
           id: e.conn,
-          remoteAddress: e.remoteAddress ?? '',
-          remotePort: e.remotePort ?? 0,
-          localAddress: e.localAddress ?? '',
-          localPort: e.localPort ?? 0,
-          alpn: e.alpn ?? '',
-          resumed: e.resumed ?? false,
-          serverName: e.serverName ?? null,
+          remoteAddress: e.info?.remoteAddress ?? '',
+          remotePort: e.info?.remotePort ?? 0,
+          localAddress: e.info?.localAddress ?? '',
+          localPort: e.info?.localPort ?? 0,
+          alpn: e.info?.alpn ?? '',
+          resumed: e.info?.resumed ?? false,
+          serverName: e.info?.serverName ?? null,
         })
         this.#streams.set(e.conn, new Map())
-        this.#maxDatagram.set(e.conn, e.maxDatagramSize ?? 0)
+        this.#maxDatagram.set(e.conn, e.info?.maxDatagramSize ?? 0)
         break
       case Ev.Headers: {
         const conn = this.#conns.get(e.conn)
@@ -755,7 +767,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         // The connection migrated (NAT rebinding, new address): requests
         // from now on name the new address; earlier ones keep theirs.
         const old = this.#conns.get(e.conn)
-        if (old) this.#conns.set(e.conn, { ...old, remoteAddress: e.remoteAddress ?? old.remoteAddress, remotePort: e.remotePort ?? old.remotePort, localAddress: e.localAddress ?? old.localAddress, localPort: e.localPort ?? old.localPort })
+        if (old) this.#conns.set(e.conn, { ...old, remoteAddress: e.info?.remoteAddress ?? old.remoteAddress, remotePort: e.info?.remotePort ?? old.remotePort, localAddress: e.info?.localAddress ?? old.localAddress, localPort: e.info?.localPort ?? old.localPort })
         break
       }
       case Ev.StopSending: {
@@ -772,13 +784,15 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
       case Ev.Finished: {
         const s = this.#state(e)
         if (s) {
+          // Finished carries the last Sent's bytes (crate/src/bridge.rs).
+          if (e.code > 0) s.out?.sent(e.code)
           s.finished = true
           if (s.body && !s.body.done && !s.body.stream.locked) {
             // The response is complete and nobody is reading the request
             // body: ask the client to stop sending it (STOP_SENDING, H3_NO_ERROR).
             s.body.stream.cancel().catch(() => {})
           }
-                    // The handler may still be reading a body that is arriving.
+          // The handler may still be reading a body that is arriving.
           this.#maybeDrop(s)
         }
         break

@@ -31,7 +31,9 @@ pub enum EventKind {
     GoAway = 9,
     /// The server stopped: every connection is gone.
     ServerClosed = 10,
-    /// The whole response was handed to QUIC with its FIN.
+    /// The whole response was handed to QUIC with its FIN. On a server's
+    /// request stream it stands in for the last [`EventKind::Sent`] too:
+    /// `code` = the payload bytes handed over in that last step.
     Finished = 11,
     /// A datagram (`data`) on flow `stream` (HTTP/3: a request stream or a
     /// WebTransport session; raw QUIC: `stream` is 0).
@@ -111,11 +113,12 @@ impl Event {
 
 /// What JS asked a connection to do.
 pub enum Command {
-    /// Send a header section (response head, client request or trailers).
-    /// Names and values alternate in `headers`.
+    /// Send a header section (response head, client request or trailers):
+    /// names and values alternate in `fields`, joined with NUL (an even
+    /// number of parts; see [`Fields`]).
     Headers {
         stream: u64,
-        headers: Vec<String>,
+        fields: Fields,
         fin: bool,
     },
     /// Send body bytes as a DATA frame; `fin` ends the stream.
@@ -168,6 +171,31 @@ impl std::fmt::Debug for Command {
             Self::Datagram { stream, data } => write!(f, "Datagram({stream}, {})", data.len()),
             Self::CloseSession { stream, code, .. } => write!(f, "CloseSession({stream}, {code})"),
         }
+    }
+}
+
+/// A header section as JS sends it: names and values joined with NUL, one
+/// allocation for the whole section (JS's `Headers` never lets a NUL into a
+/// name or value, so NUL cannot occur inside a part).
+#[derive(Debug, Clone, Default)]
+pub struct Fields(String);
+
+impl Fields {
+    /// `joined` if its parts pair up (or it is empty: no fields).
+    pub fn new(joined: String) -> Option<Self> {
+        if joined.is_empty() {
+            return Some(Self(joined));
+        }
+        let parts = joined.bytes().filter(|&b| b == 0).count() + 1;
+        parts.is_multiple_of(2).then_some(Self(joined))
+    }
+
+    /// Names and values, alternating.
+    pub fn parts(&self) -> Vec<&str> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        self.0.split('\0').collect()
     }
 }
 

@@ -86,9 +86,9 @@ impl Driver {
         match cmd {
             Command::Headers {
                 stream,
-                headers,
+                fields,
                 fin,
-            } => s.send_headers(q, stream, &headers, fin),
+            } => s.send_headers(q, stream, &fields.parts(), fin),
             Command::Write { stream, data, fin } => s.write(stream, data, fin),
             Command::Grant { stream, bytes } => s.grant(stream, bytes),
             Command::Reset { stream, code } => s.reset(q, stream, code),

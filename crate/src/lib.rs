@@ -169,15 +169,22 @@ pub struct NativeBatch {
     pub infos: Vec<NativeConnInfo>,
 }
 
-/// A header section from JS: names and values joined with NUL (one string
-/// crosses N-API instead of one per name and value). `None` if the parts do
-/// not pair up (JS's `Headers` never lets a NUL into a field).
-fn split_fields(joined: &str) -> Option<Vec<String>> {
-    if joined.is_empty() {
-        return Some(Vec::new());
+/// The first `n` NUL-separated parts of `text` (one header section of
+/// `submit`) and what follows them.
+fn take_parts(text: &str, n: usize) -> (&str, &str) {
+    if n == 0 {
+        return ("", text);
     }
-    let fields: Vec<String> = joined.split('\0').map(str::to_owned).collect();
-    fields.len().is_multiple_of(2).then_some(fields)
+    let mut seen = 0;
+    for (i, b) in text.bytes().enumerate() {
+        if b == 0 {
+            seen += 1;
+            if seen == n {
+                return (&text[..i], &text[i + 1..]);
+            }
+        }
+    }
+    (text, "")
 }
 
 fn to_batch(events: Vec<bridge::Event>) -> NativeBatch {
@@ -436,14 +443,14 @@ macro_rules! connection_commands {
             #[napi]
             pub fn send_headers(&self, conn: u32, stream: i64, headers: String, fin: bool) -> bool {
                 let stream = stream as u64;
-                let Some(headers) = split_fields(&headers) else {
+                let Some(fields) = bridge::Fields::new(headers) else {
                     return false;
                 };
                 self.send(
                     conn,
                     Command::Headers {
                         stream,
-                        headers,
+                        fields,
                         fin,
                     },
                 )
@@ -452,35 +459,44 @@ macro_rules! connection_commands {
             /// Applies the stream commands JS queued during one event-loop
             /// turn (`CommandQueue` in src/native.ts), in order, in one
             /// N-API call: five numbers per command in `ops` (op, connection,
-            /// stream, argument, fin); a header section (op 1) takes the
-            /// next string of `strs` (NUL-joined), a write (op 2) the next
-            /// buffer of `bufs`; grant (3) takes the argument as bytes,
-            /// reset (4) and stop-sending (5) as the code.
+            /// stream, argument, fin). A header section (op 1) takes the next
+            /// `argument` parts of `text`, where the names and values of all
+            /// sections are joined with NUL; a write (op 2) the next
+            /// `argument` bytes of `bytes`, where all small writes are
+            /// packed (one string and one buffer cross, not one per
+            /// command). Grant (3) takes the argument as bytes, reset (4)
+            /// and stop-sending (5) as the code.
             #[napi]
-            pub fn submit(&self, ops: Float64Array, strs: Vec<String>, bufs: Vec<Buffer>) {
-                let mut strs = strs.into_iter();
-                let mut bufs = bufs.into_iter();
+            pub fn submit(&self, ops: Float64Array, text: String, bytes: &[u8]) {
+                let mut text = text.as_str();
+                let mut bytes = bytes;
                 let mut target: Option<(u32, Option<Arc<bridge::ConnHandle>>)> = None;
                 for op in ops.chunks_exact(5) {
                     let (conn, stream, arg, fin) =
                         (op[1] as u32, op[2] as u64, op[3], op[4] != 0.0);
                     let cmd = match op[0] as u32 {
-                        1 => match strs.next().as_deref().and_then(split_fields) {
-                            Some(headers) => Command::Headers {
+                        1 => {
+                            let (section, rest) = take_parts(text, arg as usize);
+                            text = rest;
+                            match bridge::Fields::new(section.to_owned()) {
+                                Some(fields) => Command::Headers {
+                                    stream,
+                                    fields,
+                                    fin,
+                                },
+                                None => continue,
+                            }
+                        }
+                        2 => {
+                            let n = (arg as usize).min(bytes.len());
+                            let (data, rest) = bytes.split_at(n);
+                            bytes = rest;
+                            Command::Write {
                                 stream,
-                                headers,
+                                data: data.to_vec(),
                                 fin,
-                            },
-                            None => continue,
-                        },
-                        2 => match bufs.next() {
-                            Some(b) => Command::Write {
-                                stream,
-                                data: b.to_vec(),
-                                fin,
-                            },
-                            None => continue,
-                        },
+                            }
+                        }
                         3 => Command::Grant {
                             stream,
                             bytes: arg as u64,
@@ -785,7 +801,7 @@ impl NativeClient {
     /// gone.
     #[napi]
     pub fn request(&self, conn: u32, headers: String, fin: bool) -> i64 {
-        let Some(headers) = split_fields(&headers) else {
+        let Some(fields) = bridge::Fields::new(headers) else {
             return -1;
         };
         match self.conn(conn) {
@@ -793,7 +809,7 @@ impl NativeClient {
                 let stream = c.next_stream_id(true);
                 if c.command(Command::Headers {
                     stream,
-                    headers,
+                    fields,
                     fin,
                 }) {
                     stream as i64

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use quiche::h3::qpack;
-use quiche::h3::{Header, NameValue};
+use quiche::h3::{Header, HeaderRef, NameValue};
 use quiche::Shutdown;
 
 use super::error::{ConnError, ConnResult, H3Code};
@@ -129,6 +129,10 @@ enum Recv {
 
 /// One chunk queued for sending: encoded bytes and how many of them are body
 /// payload (reported back to JS as write credit).
+/// Queued pieces are merged while the result stays this small (bytes);
+/// larger ones stay separate so that big bodies are never copied again.
+const COALESCE_MAX: usize = 4096;
+
 struct OutChunk {
     bytes: Vec<u8>,
     payload: u64,
@@ -174,6 +178,9 @@ struct ReqStream {
     /// A CONNECT request (RFC 9114 §4.4): its "body" is tunnel data, which
     /// may rightly be idle for as long as the tunnel lives.
     tunnel: bool,
+    /// The head's event told JS the message ends there (no body, no
+    /// trailers): the end needs no event of its own.
+    end_told: bool,
     /// When the stream was first seen (headers timeout).
     opened_at: Instant,
     /// Last time stream bytes arrived, or reading resumed (body timeout).
@@ -213,6 +220,7 @@ impl ReqStream {
             capsules: None,
             responded: false,
             tunnel: false,
+            end_told: false,
             opened_at: t,
             recv_progress: t,
             send_progress: t,
@@ -685,17 +693,26 @@ impl Session {
                 if s.out.is_empty() {
                     s.send_progress = Instant::now();
                 }
-                s.out.push_back(OutChunk { bytes, payload });
+                match s.out.back_mut() {
+                    // Small pieces (a head, a DATA frame header, a short
+                    // body) travel as one chunk: one stream_send, not three.
+                    Some(last) if last.bytes.len() + bytes.len() <= COALESCE_MAX => {
+                        last.bytes.extend_from_slice(&bytes);
+                        last.payload += payload;
+                    }
+                    _ => s.out.push_back(OutChunk { bytes, payload }),
+                }
             }
             s.out_fin |= fin;
             self.to_flush.insert(id);
         }
     }
 
-    fn encode_headers(&mut self, fields: &[String]) -> Vec<u8> {
-        let list: Vec<Header> = fields
+    fn encode_headers<S: AsRef<str>>(&mut self, fields: &[S]) -> Vec<u8> {
+        // Borrowed, not copied: the QPACK encoder lowercases names itself.
+        let list: Vec<HeaderRef> = fields
             .chunks_exact(2)
-            .map(|p| Header::new(p[0].to_ascii_lowercase().as_bytes(), p[1].as_bytes()))
+            .map(|p| HeaderRef::new(p[0].as_ref().as_bytes(), p[1].as_ref().as_bytes()))
             .collect();
         let size: usize = list
             .iter()
@@ -716,13 +733,19 @@ impl Session {
 
     /// Sends a header section on `stream`. On a client, the first one opens
     /// the request stream.
-    pub fn send_headers(&mut self, q: &mut QConn, stream: u64, fields: &[String], fin: bool) {
+    pub fn send_headers<S: AsRef<str>>(
+        &mut self,
+        q: &mut QConn,
+        stream: u64,
+        fields: &[S],
+        fin: bool,
+    ) {
         let bytes = self.encode_headers(fields);
         let field = |name: &str| {
             fields
                 .chunks_exact(2)
-                .find(|p| p[0] == name)
-                .map(|p| p[1].as_str())
+                .find(|p| p[0].as_ref() == name)
+                .map(|p| p[1].as_ref())
         };
         if self.role == Role::Client && !self.streams.contains_key(&stream) {
             let mut s = ReqStream::new();
@@ -1652,6 +1675,7 @@ impl Session {
                 s.headers_seen = true;
                 s.content_length = head.content_length;
                 let no_more = s.recv_fin && s.unparsed().is_empty();
+                s.end_told = no_more;
                 s.drop_body = matches!(head.method.as_str(), "GET" | "HEAD");
                 s.tunnel = head.method == "CONNECT";
                 let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans)
@@ -1707,6 +1731,7 @@ impl Session {
                     content_length
                 };
                 let no_more = s.recv_fin && s.unparsed().is_empty();
+                s.end_told = no_more;
                 let ev = self.event(EventKind::Headers, id);
                 ev.headers = Some(flatten(&fields));
                 ev.fin = no_more;
@@ -1738,7 +1763,7 @@ impl Session {
             }
             return self.maybe_remove(id);
         }
-        if !s.hidden {
+        if !s.hidden && !s.end_told {
             self.event(EventKind::Data, id).fin = true;
         }
         self.maybe_remove(id)
@@ -2204,17 +2229,22 @@ impl Session {
         } else if blocked {
             self.to_flush.insert(id);
         }
-        if report > 0 && !hidden {
+        let finished = fin_now && stopped.is_none() && (id & 0x2 == 0 || raw);
+        // A server's response that ends here needs one event, not two:
+        // Finished carries the bytes Sent would have (JS's write credit no
+        // longer matters once the whole body is handed over).
+        let merged = finished && self.role == Role::Server && !raw;
+        if report > 0 && !hidden && !merged {
             self.event(EventKind::Sent, id).code = report;
         }
-        if fin_now && stopped.is_none() && (id & 0x2 == 0 || raw) {
+        if finished {
             self.unacked.insert(id);
             if self.unacked.len() >= self.unacked_prune_at {
                 self.unacked.retain(|&id| q.stream_capacity(id).is_ok());
                 self.unacked_prune_at = (self.unacked.len() * 2).max(64);
             }
             if !hidden {
-                self.event(EventKind::Finished, id);
+                self.event(EventKind::Finished, id).code = if merged { report } else { 0 };
             }
         }
         let _ = self.maybe_remove(id);
@@ -2223,17 +2253,20 @@ impl Session {
     /// Checks streams waiting on JS for a STOP_SENDING from the peer, which
     /// quiche only reports on the next send attempt.
     pub fn poll_stopped(&mut self, q: &mut QConn) {
+        let server = self.role == Role::Server;
         let mut stopped = Vec::new();
         for (&id, s) in &self.streams {
             let candidate = (id & 0x2 == 0 && s.headers_seen) || (s.raw && s.opened);
             if candidate && !s.send_closed && !s.fin_sent && s.out.is_empty() {
                 match q.stream_writable(id, 0) {
                     Err(quiche::Error::StreamStopped(code)) => stopped.push((id, code)),
-                    // A request stream quiche has forgotten: the peer stopped
-                    // it before we sent anything, and reading its FIN then
-                    // completed it (the code is gone with it).
+                    // A request quiche has forgotten: the client stopped it
+                    // before we sent anything, and reading its FIN then
+                    // completed it (the code is gone with it). Not raw or
+                    // WebTransport streams: quiche creates those of ours
+                    // only when they first send.
                     Err(quiche::Error::InvalidStreamState(_))
-                        if id & 0x2 == 0 && s.headers_seen =>
+                        if server && !s.raw && id & 0x3 == 0 =>
                     {
                         stopped.push((id, H3Code::RequestCancelled.code()))
                     }

@@ -541,11 +541,14 @@ fn content_length_on_a_head_response_is_not_a_body_length() {
     p.advance();
     p.client_turn();
     assert!(p.c.events.iter().all(|e| e.kind != EventKind::Reset as u32));
+    // The response ends with its head: the head's event says so (fin),
+    // and no separate end-of-body event follows.
     assert!(p
         .c
         .events
         .iter()
-        .any(|e| e.kind == EventKind::Data as u32 && e.fin));
+        .any(|e| e.kind == EventKind::Headers as u32 && e.fin));
+    assert!(p.c.events.iter().all(|e| e.kind != EventKind::Data as u32));
 }
 
 // ---- WebTransport and datagrams -------------------------------------------
