@@ -23,6 +23,7 @@ const { values: flags } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     peers: { type: 'string' },
+    node: { type: 'string', default: '24' },
     figures: { type: 'string' },
     seconds: { type: 'string' },
     'bulk-bytes': { type: 'string' },
@@ -35,9 +36,16 @@ const { values: flags } = parseArgs({
 
 if (flags.help) {
   console.log(`usage: node benchmark/run.js [--quick] [--peers ${PEERS.map((p) => p.id).join(',')}]
-       [--figures ${FIGURES.join(',')}] [--seconds N] [--bulk-bytes N] [--idle N] [--no-pin] [--out DIR]`)
+       [--node 24|current] [--figures ${FIGURES.join(',')}] [--seconds N] [--bulk-bytes N] [--idle N] [--no-pin] [--out DIR]
+
+  --node 24       (default) the h3node peers and node-http2 run on Node ${tools.NODE24_VERSION}, the binary
+                  currentspace runs on (installed into ${tools.cache} when missing)
+  --node current  they run on the Node running this script (${process.version}, ${process.execPath})
+  ${PEERS.find((p) => p.hostOf)?.id} (the for-await server on ${process.version}) comes with h3node-for-await
+  when the two binaries differ.`)
   process.exit(0)
 }
+if (!['24', 'current'].includes(flags.node)) throw new Error(`--node takes 24 or current, not ${flags.node}`)
 
 const quick = flags.quick
 const settings = {
@@ -57,6 +65,8 @@ const settings = {
   // the idle-connection client sends keep-alives every 2 s.
   idleTimeoutMs: 5000,
   cores: flags['no-pin'] ? null : { server: 0, client: 1 },
+  // The Node the h3node peers and node-http2 run on (environment.versions.peerNode says which binary).
+  node: flags.node,
 }
 const selectedPeers = flags.peers ? flags.peers.split(',').map((s) => s.trim()) : PEERS.map((p) => p.id)
 const selectedFigures = new Set(flags.figures ? flags.figures.split(',').map((s) => s.trim()) : FIGURES)
@@ -86,7 +96,13 @@ function environment(toolsFound) {
     loadAverageAtStart: os.loadavg(),
     pinning: settings.cores ? { serverCore: SERVER_CORE, loadGeneratorCore: CLIENT_CORE, tool: 'taskset -c' } : null,
     versions: {
+      // The Node running run.js and the HTTP/2 bulk client (clients/h2-bulk.js); the servers'
+      // Nodes are in peerNode.
       node: process.version,
+      nodeBin: process.execPath,
+      serverNode: null,
+      // Peer id -> { bin, version } of the Node that peer's server ran on (Node peers only).
+      peerNode: {},
       oha: toolsFound.oha ? tools.version(toolsFound.oha) : null,
       h2load: toolsFound.h2load ? tools.version(toolsFound.h2load) : null,
       go: tools.version('go', ['version']),
@@ -277,11 +293,40 @@ async function runConnections(peer, prep, cert, result) {
 
 const toolsFound = {}
 
+/**
+ * The Node binary of the h3node peers and node-http2 (--node), resolved once: every peer
+ * awaits the same promise, so a failed Node 24 install is tried once and fails each of them
+ * with the same message.
+ */
+let serverNodePromise
+function serverNode() {
+  serverNodePromise ??= flags.node === 'current'
+    ? Promise.resolve(process.execPath)
+    : tools.ensureNode24().catch((e) => {
+      throw new Error(`Node ${tools.NODE24_VERSION} unavailable (${e.message}); --node current runs these servers on ${process.version}`)
+    })
+  return serverNodePromise
+}
+
+/**
+ * The peers to run: those of --peers (all by default), plus a peer's host-Node copy (hostOf)
+ * when that peer runs; a host-Node copy only when the servers' Node is not the host's (it
+ * would measure the same binary twice).
+ */
+function choosePeers(serverBin) {
+  const sameNode = serverBin === process.execPath
+  const chosen = PEERS.filter((p) => selectedPeers.includes(p.id) || (p.hostOf && selectedPeers.includes(p.hostOf)))
+  for (const p of chosen) if (p.hostOf && sameNode && selectedPeers.includes(p.id) && flags.peers) log(`${p.id} left out: --node ${flags.node} is already ${process.version}`)
+  return chosen.filter((p) => !(p.hostOf && sameNode))
+}
+
 async function main() {
   const t0 = Date.now()
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'h3node-bench-'))
   const cert = tools.makeCert(tmp)
-  const peers = PEERS.filter((p) => selectedPeers.includes(p.id))
+  // null when Node 24 cannot be installed: the peers on it then fail in prepare, the host copy runs.
+  const serverBin = await serverNode().catch((e) => (log(e.message), null))
+  const peers = choosePeers(serverBin)
   if (peers.some((p) => p.protocol === 'h3')) {
     if (selectedFigures.has('small') || selectedFigures.has('latency')) toolsFound.oha = await tools.ensureOha().catch((e) => (log(`oha unavailable: ${e.message}`), null))
     await tools.ensureQuicBench().catch((e) => log(`quic-bench unavailable: ${e.message}`))
@@ -295,18 +340,22 @@ async function main() {
     environment: environment(toolsFound),
     peers: {},
   }
+  if (serverBin) results.environment.versions.serverNode = { choice: flags.node, bin: serverBin, version: tools.version(serverBin) }
   log(`${settings.mode} run: peers ${peers.map((p) => p.id).join(', ')}; figures ${[...selectedFigures].join(', ')}; loopback MTU ${results.environment.loopbackMtu}`)
+  log(`Node servers on ${results.environment.versions.serverNode?.version ?? `Node ${tools.NODE24_VERSION} (unavailable)`} (--node ${flags.node}); run.js and the HTTP/2 bulk client on ${process.version}`)
 
   for (const peer of peers) {
     const result = { label: peer.label, protocol: peer.protocol, status: 'ok', errors: [] }
     results.peers[peer.id] = result
     log(`== ${peer.label}`)
-    const prep = await attempt(result, 'prepare', () => peer.prepare())
+    const prep = await attempt(result, 'prepare', () => peer.prepare({ serverNode }))
     if (!prep) {
       result.status = 'failed'
       continue
     }
     result.version = peer.version(prep)
+    if (prep.node) results.environment.versions.peerNode[peer.id] = { bin: prep.node, version: tools.version(prep.node) }
+    log(`  ${result.version}`)
     if (peer.protocol === 'h3' && !toolsFound.oha && (selectedFigures.has('small') || selectedFigures.has('latency'))) result.errors.push({ figure: 'small', error: 'oha unavailable' })
     const needsLoad = selectedFigures.has('small') || selectedFigures.has('latency') || selectedFigures.has('bulk')
     if (needsLoad) {

@@ -87,7 +87,9 @@ function markdown(results) {
   const ids = Object.keys(peers)
   const L = []
   L.push(`# h3node benchmark (${settings.mode} run)`, '')
-  L.push(`${results.date} · ${env.cpuModel} · ${env.cores} cores · loopback MTU ${env.loopbackMtu} · Node ${env.versions.node} · ${env.versions.oha ?? 'no oha'} · ${env.versions.h2load ?? 'no h2load'}`, '')
+  // The servers' Node (--node) can differ from the Node running run.js: name both.
+  const serverNode = env.versions.serverNode?.version ?? env.versions.node
+  L.push(`${results.date} · ${env.cpuModel} · ${env.cores} cores · loopback MTU ${env.loopbackMtu} · Node servers on ${serverNode}${serverNode === env.versions.node ? '' : ` (run.js on ${env.versions.node})`} · ${env.versions.oha ?? 'no oha'} · ${env.versions.h2load ?? 'no h2load'}`, '')
   L.push(`Server pinned to core ${env.pinning?.serverCore ?? '—'}, load generator to core ${env.pinning?.loadGeneratorCore ?? '—'}. Load average at start ${env.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}${env.loadAverageAtStart[0] > 0.5 ? ' (the machine was busy: figures are noisy)' : ''}. ${settings.seconds} s per step; every figure below was taken at loopback MTU ${env.loopbackMtu}. Command: \`${results.command}\`.`, '')
 
   L.push('## Targets', '')
@@ -103,8 +105,10 @@ function markdown(results) {
 
   L.push('## Ratios (h3node / peer, same run)', '')
   L.push('Above 1 is better for h3node on throughput rows, below 1 is better on CPU, latency and memory rows.', '')
+  // serve vs for await is the inverse of a for-await column; serve vs the for-await server on
+  // the host Node (h3node-for-await-host) would mix two changes at once. Both stay in the JSON.
   const cols = []
-  for (const s of SUBJECTS) for (const id of ids) if (ratios[s]?.[id] && !(s === 'h3node-serve' && id === 'h3node-for-await')) cols.push([s, id])
+  for (const s of SUBJECTS) for (const id of ids) if (ratios[s]?.[id] && !(s === 'h3node-serve' && id.startsWith('h3node-for-await'))) cols.push([s, id])
   L.push(`| figure | ${cols.map(([s, id]) => `${s === 'h3node-serve' ? 'serve' : 'for await'} vs ${peers[id].label}`).join(' | ')} |`, `|---|${cols.map(() => '---').join('|')}|`)
   for (const [k, label] of METRICS) L.push(`| ${label} | ${cols.map(([s, id]) => fmtX(ratios[s][id][k])).join(' | ')} |`)
   for (const [streams, conns] of settings.steps) {
