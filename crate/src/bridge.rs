@@ -238,24 +238,92 @@ pub struct DgramStats {
     pub dropped_recv_queue_full: u64,
 }
 
+/// The command queue of one connection: JS pushes, the connection's driver
+/// takes everything queued at once. A plain vector under a lock plus a
+/// wake-up, rather than a tokio mpsc channel, whose first block of 32
+/// slots (about 1.5 KiB) every idle connection would keep.
+struct CommandQueue {
+    queue: Mutex<Vec<Command>>,
+    wake: tokio::sync::Notify,
+    /// The driver is gone: commands are refused.
+    receiver_gone: AtomicBool,
+    /// JS dropped its handle: no command will come any more.
+    sender_gone: AtomicBool,
+}
+
+/// A connection's command channel: JS's end ([`ConnHandle`]) and the
+/// driver's ([`CommandReceiver`]).
+pub fn command_channel(first: (u64, u64)) -> (ConnHandle, CommandReceiver) {
+    let q = Arc::new(CommandQueue {
+        queue: Mutex::new(Vec::new()),
+        wake: tokio::sync::Notify::new(),
+        receiver_gone: AtomicBool::new(false),
+        sender_gone: AtomicBool::new(false),
+    });
+    let handle = ConnHandle {
+        q: q.clone(),
+        next_bidi: AtomicU64::new(first.0),
+        next_uni: AtomicU64::new(first.1),
+    };
+    (handle, CommandReceiver(q))
+}
+
+/// The driver's end of a connection's command channel.
+pub struct CommandReceiver(Arc<CommandQueue>);
+
+impl CommandReceiver {
+    /// Waits until commands are queued and moves them all to `out`; false
+    /// (nothing moved) once JS has dropped its handle and the queue is
+    /// empty. Cancel-safe: commands stay queued until taken.
+    pub async fn recv_all(&self, out: &mut Vec<Command>) -> bool {
+        loop {
+            if self.try_recv_all(out) {
+                return true;
+            }
+            if self.0.sender_gone.load(Ordering::Acquire) {
+                // A last push may have raced the flag.
+                return self.try_recv_all(out);
+            }
+            // A push between the check above and here leaves a permit:
+            // this returns at once.
+            self.0.wake.notified().await;
+        }
+    }
+
+    /// Moves whatever is queued to `out`; whether anything was.
+    pub fn try_recv_all(&self, out: &mut Vec<Command>) -> bool {
+        let mut q = self.0.queue.lock().unwrap();
+        if q.is_empty() {
+            return false;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut *q);
+        } else {
+            out.append(&mut q);
+        }
+        true
+    }
+}
+
+impl Drop for CommandReceiver {
+    fn drop(&mut self) {
+        self.0.receiver_gone.store(true, Ordering::Release);
+        // Commands nobody will apply are dropped now (a stats request
+        // then answers null).
+        let left = std::mem::take(&mut *self.0.queue.lock().unwrap());
+        drop(left);
+    }
+}
+
 /// JS's handle on one connection: its command channel and the next stream
 /// ids JS may open (allocated here so the ids are known synchronously).
 pub struct ConnHandle {
-    tx: tokio::sync::mpsc::UnboundedSender<Command>,
+    q: Arc<CommandQueue>,
     next_bidi: AtomicU64,
     next_uni: AtomicU64,
 }
 
 impl ConnHandle {
-    /// A handle sending on `tx`; `(bidi, uni)` are the first free ids.
-    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<Command>, first: (u64, u64)) -> Self {
-        Self {
-            tx,
-            next_bidi: AtomicU64::new(first.0),
-            next_uni: AtomicU64::new(first.1),
-        }
-    }
-
     /// Allocates the next locally initiated stream id of one kind.
     pub fn next_stream_id(&self, bidi: bool) -> u64 {
         let counter = if bidi {
@@ -268,12 +336,32 @@ impl ConnHandle {
 
     /// Sends a command; false once the connection is gone.
     pub fn command(&self, cmd: Command) -> bool {
-        self.tx.send(cmd).is_ok()
+        if self.is_gone() {
+            return false;
+        }
+        {
+            let mut q = self.q.queue.lock().unwrap();
+            // Checked again under the lock, which the receiver's drop
+            // takes after setting the flag: nothing is left behind.
+            if self.is_gone() {
+                return false;
+            }
+            q.push(cmd);
+        }
+        self.q.wake.notify_one();
+        true
     }
 
     /// Whether the connection's driver is gone.
     pub fn is_gone(&self) -> bool {
-        self.tx.is_closed()
+        self.q.receiver_gone.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        self.q.sender_gone.store(true, Ordering::Release);
+        self.q.wake.notify_one();
     }
 }
 
@@ -334,5 +422,75 @@ impl EventSink {
     /// can exit).
     pub fn detach(&self) {
         self.notify.lock().unwrap().take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(stream: u64) -> Command {
+        Command::Grant { stream, bytes: 1 }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn commands_arrive_in_order_and_the_end_is_seen_after_the_last_one() {
+        let (tx, rx) = command_channel((0, 2));
+        assert!(tx.command(grant(0)) && tx.command(grant(4)));
+        drop(tx);
+        let mut got = Vec::new();
+        assert!(block_on(rx.recv_all(&mut got)));
+        let ids: Vec<u64> = got
+            .iter()
+            .map(|c| match c {
+                Command::Grant { stream, .. } => *stream,
+                _ => u64::MAX,
+            })
+            .collect();
+        assert_eq!(ids, [0, 4]);
+        assert!(
+            !block_on(rx.recv_all(&mut Vec::new())),
+            "JS's handle is gone"
+        );
+    }
+
+    #[test]
+    fn a_waiting_receiver_wakes_for_a_command_sent_from_another_thread() {
+        let (tx, rx) = command_channel((0, 2));
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert!(tx.command(grant(8)));
+            tx
+        });
+        let mut got = Vec::new();
+        assert!(block_on(rx.recv_all(&mut got)));
+        assert_eq!(got.len(), 1);
+        drop(t.join().unwrap());
+    }
+
+    #[test]
+    fn a_gone_driver_refuses_commands_and_drops_those_it_never_took() {
+        let (tx, rx) = command_channel((0, 2));
+        let (answered, reply) = std::sync::mpsc::channel();
+        assert!(tx.command(Command::Stats(Box::new(move |_| {
+            let _ = answered.send(());
+        }))));
+        drop(rx);
+        assert!(tx.is_gone());
+        assert!(!tx.command(grant(0)));
+        // The queued stats request was dropped unanswered (lib.rs answers
+        // such a request with null when its reply is dropped).
+        assert_eq!(
+            reply.try_recv(),
+            Err(std::sync::mpsc::TryRecvError::Disconnected)
+        );
     }
 }

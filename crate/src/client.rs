@@ -5,12 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio_quiche::settings::{CertificateKind, Hooks, TlsCertificatePaths};
 use tokio_quiche::socket::Socket;
 use tokio_quiche::ConnectionParams;
 
-use crate::bridge::{ConnHandle, EventSink};
+use crate::bridge::{command_channel, ConnHandle, EventSink};
 use crate::driver::Driver;
 use crate::h3::session::{first_local_ids, Limits, Role};
 use crate::server::Transport;
@@ -67,8 +66,7 @@ pub async fn connect(
     // A ticket from an earlier connection to this server: resume (no
     // certificate exchange). A stale one just means a full handshake.
     params.session = resume;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let first = first_local_ids(Role::Client, limits.raw);
+    let (handle, rx) = command_channel(first_local_ids(Role::Client, limits.raw));
     let driver = Driver::new(Role::Client, id, limits, rx, sink, (local, peer), on_gone)
         .on_session(on_session);
     let connecting =
@@ -82,5 +80,5 @@ pub async fn connect(
             .map_err(|_| format!("no handshake within {ms} ms"))?
             .map_err(|e| e.to_string())?,
     };
-    Ok(ConnHandle::new(tx, first))
+    Ok(handle)
 }

@@ -5,12 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio_quiche::metrics::Metrics;
 use tokio_quiche::quic::{HandshakeInfo, QuicheConnection};
 use tokio_quiche::{ApplicationOverQuic, QuicResult};
 
-use crate::bridge::{Command, ConnInfo, ConnStats, Event, EventKind, EventSink};
+use crate::bridge::{Command, CommandReceiver, ConnInfo, ConnStats, Event, EventKind, EventSink};
 use crate::h3::error::{ConnError, H3Code};
 use crate::h3::session::{Limits, Role, Session};
 
@@ -25,7 +24,7 @@ pub type OnSession = Box<dyn FnOnce(Vec<u8>) + Send>;
 pub struct Driver {
     id: u32,
     session: Session,
-    rx: mpsc::UnboundedReceiver<Command>,
+    rx: CommandReceiver,
     pending: Vec<Command>,
     sink: Arc<EventSink>,
     local: SocketAddr,
@@ -48,7 +47,7 @@ impl Driver {
         role: Role,
         id: u32,
         limits: Limits,
-        rx: mpsc::UnboundedReceiver<Command>,
+        rx: CommandReceiver,
         sink: Arc<EventSink>,
         addrs: (SocketAddr, SocketAddr),
         on_gone: OnGone,
@@ -206,18 +205,18 @@ impl ApplicationOverQuic for Driver {
                 None => std::future::pending::<()>().await,
             }
         };
-        let commands = async {
-            if self.rx_closed {
+        let (rx, pending, closed) = (&self.rx, &mut self.pending, self.rx_closed);
+        let commands = async move {
+            if closed {
                 // Nobody can send commands any more: only packets and
                 // timers drive this connection now.
-                return std::future::pending::<Option<Command>>().await;
+                return std::future::pending::<bool>().await;
             }
-            self.rx.recv().await
+            rx.recv_all(pending).await
         };
         tokio::select! {
-            cmd = commands => match cmd {
-                Some(cmd) => self.pending.push(cmd),
-                None => self.rx_closed = true,
+            more = commands => if !more {
+                self.rx_closed = true;
             },
             () = timer => {}
         }
@@ -242,9 +241,7 @@ impl ApplicationOverQuic for Driver {
     fn process_writes(&mut self, q: &mut QuicheConnection) -> QuicResult<()> {
         let writes_before = self.session.writes;
         let mut cmds = std::mem::take(&mut self.pending);
-        while let Ok(c) = self.rx.try_recv() {
-            cmds.push(c);
-        }
+        self.rx.try_recv_all(&mut cmds);
         let had_cmds = !cmds.is_empty();
         for c in cmds {
             self.apply(q, c);

@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio_quiche::metrics::DefaultMetrics;
 use tokio_quiche::settings::{CertificateKind, Hooks, QuicSettings, TlsCertificatePaths};
 use tokio_quiche::socket::QuicListener;
 use tokio_quiche::ConnectionParams;
 use tokio_stream::StreamExt;
 
-use crate::bridge::{Command, ConnHandle, Event, EventKind, EventSink};
+use crate::bridge::{command_channel, Command, ConnHandle, Event, EventKind, EventSink};
 use crate::driver::Driver;
 use crate::h3::error::H3Code;
 use crate::h3::session::{first_local_ids, Limits, Role};
@@ -235,9 +235,8 @@ impl Server {
                         next = incoming.next() => match next {
                             Some(Ok(initial)) => {
                                 let id = next_id.fetch_add(1, Ordering::Relaxed);
-                                let (tx, rx) = mpsc::unbounded_channel();
-                                let first = first_local_ids(Role::Server, limits.raw);
-                                conns.lock().unwrap().insert(id, Arc::new(ConnHandle::new(tx, first)));
+                                let (handle, rx) = command_channel(first_local_ids(Role::Server, limits.raw));
+                                conns.lock().unwrap().insert(id, Arc::new(handle));
                                 let on_gone = {
                                     let (conns, gone) = (conns.clone(), gone.clone());
                                     Box::new(move || {
