@@ -219,6 +219,7 @@ async function runBulk(peer, prep, server, result) {
 async function runIdle(peer, prep, cert, result) {
   const qb = await tools.ensureQuicBench()
   const server = await startServer(peer, prep, cert)
+  let child = null
   try {
     await proc.sleep(500)
     const before = proc.rssBytes(server.pid)
@@ -226,7 +227,7 @@ async function runIdle(peer, prep, cert, result) {
     // Open the connections, then keep the client alive (stdin open) while RSS is read.
     const { spawn } = require('node:child_process')
     const [c, a] = proc.pinned(CLIENT_CORE, qb, ['idle', '-url', `${server.url}/`, '-n', String(n), '-c', '64'])
-    const child = spawn(c, a, { stdio: ['pipe', 'pipe', 'pipe'] })
+    child = spawn(c, a, { stdio: ['pipe', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
     child.stderr.on('data', (d) => (err += d))
@@ -264,6 +265,9 @@ async function runIdle(peer, prep, cert, result) {
     }
     log(`  idle: ${open}/${n} connections open, ${(result.idle.bytesPerConnection / 1024).toFixed(1)} KiB each (RSS ${(before / MiB).toFixed(0)} -> ${(after / MiB).toFixed(0)} MiB)`)
   } finally {
+    // A client that never became ready (or did not leave) would keep its
+    // 10,000 connections alive on the load-generator core for the rest of the run.
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
     await server.stop()
   }
 }
