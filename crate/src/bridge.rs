@@ -336,6 +336,19 @@ impl ConnHandle {
 
     /// Sends a command; false once the connection is gone.
     pub fn command(&self, cmd: Command) -> bool {
+        self.enqueue(|q| q.push(cmd))
+    }
+
+    /// Sends every command of `cmds` (which it empties), in order, with one
+    /// wake-up; false once the connection is gone (they are dropped then).
+    pub fn commands(&self, cmds: &mut Vec<Command>) -> bool {
+        let sent = self.enqueue(|q| q.append(cmds));
+        cmds.clear();
+        sent
+    }
+
+    /// Runs `add` on the queue unless the driver is gone, then wakes it.
+    fn enqueue(&self, add: impl FnOnce(&mut Vec<Command>)) -> bool {
         if self.is_gone() {
             return false;
         }
@@ -346,7 +359,7 @@ impl ConnHandle {
             if self.is_gone() {
                 return false;
             }
-            q.push(cmd);
+            add(&mut q);
         }
         self.q.wake.notify_one();
         true

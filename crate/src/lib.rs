@@ -471,6 +471,7 @@ macro_rules! connection_commands {
                 let mut text = text.as_str();
                 let mut bytes = bytes;
                 let mut target: Option<(u32, Option<Arc<bridge::ConnHandle>>)> = None;
+                let mut run = Vec::new();
                 for op in ops.chunks_exact(5) {
                     let (conn, stream, arg, fin) =
                         (op[1] as u32, op[2] as u64, op[3], op[4] != 0.0);
@@ -511,13 +512,19 @@ macro_rules! connection_commands {
                         },
                         _ => continue,
                     };
-                    // Runs of commands for one connection look it up once.
+                    // A run of commands for one connection looks it up once
+                    // and is queued under one lock with one wake-up.
                     if target.as_ref().is_none_or(|t| t.0 != conn) {
+                        if let Some((_, Some(c))) = &target {
+                            c.commands(&mut run);
+                        }
+                        run.clear();
                         target = Some((conn, self.conn(conn)));
                     }
-                    if let Some((_, Some(c))) = &target {
-                        c.command(cmd);
-                    }
+                    run.push(cmd);
+                }
+                if let Some((_, Some(c))) = &target {
+                    c.commands(&mut run);
                 }
             }
 
