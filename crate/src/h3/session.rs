@@ -2170,9 +2170,9 @@ impl Session {
                 }
                 Err(quiche::Error::Done) => {
                     // No room, or no stream: quiche answers Done too for a
-                    // stream it has already collected (the peer stopped it
-                    // and acknowledged our reset before JS answered), which
-                    // would otherwise wait here forever.
+                    // stream it has already forgotten (the peer stopped it
+                    // before we sent anything, and reading its FIN completed
+                    // it), which would otherwise wait here forever.
                     match q.stream_capacity(id) {
                         Err(quiche::Error::StreamStopped(code)) => stopped = Some(code),
                         Err(quiche::Error::InvalidStreamState(_)) => {
