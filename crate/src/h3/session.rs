@@ -133,6 +133,14 @@ enum Recv {
 /// larger ones stay separate so that big bodies are never copied again.
 const COALESCE_MAX: usize = 4096;
 
+/// Write credit (`Sent`) is held back while more than this many body bytes
+/// of the stream still wait in its queue: JS then gets its credit back in
+/// pieces of at least its write window minus this (192 KiB of the default
+/// 256 KiB) and refills the queue in one turn, instead of being woken for
+/// every chunk QUIC accepts. Credit is never held once the queue is this
+/// short, so a writer waiting for it is always woken in time.
+const SENT_LOW_WATER: u64 = 64 * 1024;
+
 struct OutChunk {
     bytes: Vec<u8>,
     payload: u64,
@@ -2214,8 +2222,15 @@ impl Session {
                 Err(_) => blocked = true,
             }
         }
-        let report = std::mem::take(&mut s.sent_report);
         let fin_now = s.fin_sent && s.out.is_empty();
+        let report = if stopped.is_none()
+            && !fin_now
+            && s.out.iter().map(|c| c.payload).sum::<u64>() > SENT_LOW_WATER
+        {
+            0
+        } else {
+            std::mem::take(&mut s.sent_report)
+        };
         let hidden = s.hidden;
         let raw = s.raw;
         if let Some(code) = stopped {

@@ -458,6 +458,46 @@ fn a_large_body_written_with_its_fin_in_one_call_arrives_whole() {
 }
 
 #[test]
+fn write_credit_comes_back_in_large_pieces_and_all_of_it_comes_back() {
+    let mut p = Pipe::new(Limits::default());
+    p.c.send_headers(&mut p.client, 0, &post("/"), false);
+    const CHUNK: usize = 64 * 1024;
+    for _ in 0..4 {
+        p.c.write(0, vec![1; CHUNK], false);
+    }
+    p.c.write(0, Vec::new(), true);
+    let mut credits = Vec::new();
+    let mut finished = false;
+    for _ in 0..400 {
+        p.c.flush(&mut p.client);
+        p.advance();
+        p.s.process_reads(&mut p.server).unwrap();
+        let got: Vec<_> = p.s.events.drain(..).collect();
+        for e in got {
+            if let Some(d) = e.data {
+                p.s.grant(0, d.len() as u64);
+            }
+        }
+        p.advance();
+        p.c.process_reads(&mut p.client).unwrap();
+        for e in p.c.events.drain(..) {
+            if e.kind == EventKind::Sent as u32 {
+                credits.push(e.code);
+            }
+            finished |= e.kind == EventKind::Finished as u32;
+        }
+        if finished {
+            break;
+        }
+    }
+    assert!(finished, "the body was not sent whole");
+    assert_eq!(credits.iter().sum::<u64>(), 4 * CHUNK as u64, "{credits:?}");
+    // QUIC takes the body a congestion window at a time; credit is held
+    // until at most 64 KiB wait, so the first piece covers three chunks.
+    assert!(credits[0] >= 3 * CHUNK as u64, "{credits:?}");
+}
+
+#[test]
 fn a_fin_written_after_the_body_was_acknowledged_still_reaches_the_peer() {
     // The late-FIN path (the body's last write came before its FIN). In the
     // real server a late zero-length FIN was sometimes never seen by the peer
