@@ -3,8 +3,10 @@
 //!
 //! Nothing here knows about napi; `lib.rs` converts these to JS values.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What happened. The numeric values are mirrored in `src/native.ts`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -383,10 +385,61 @@ pub type Notify = Box<dyn Fn() + Send + Sync>;
 
 /// A batch queue shared by every driver of one server or client: events are
 /// appended under one lock; JS is woken once per batch, not per event.
+///
+/// On a runtime thread (see [`mark_io_thread`]) the wake-up waits until the
+/// thread runs out of work ([`wake_deferred`], called before it parks), so
+/// that one wake-up carries what every connection of that turn produced:
+/// woken mid-turn, the JS thread takes the core (when the two share one)
+/// with the first connection's events only, and the turn resumes after it.
+/// A thread that stays busy still wakes JS at most [`WAKE_DEFER_MAX`] after
+/// the first deferred event, at its next push.
 pub struct EventSink {
     queue: Mutex<Vec<Event>>,
     scheduled: AtomicBool,
     notify: Mutex<Option<Notify>>,
+}
+
+/// The longest a runtime thread holds back a JS wake-up while it keeps
+/// pushing events without running out of work.
+pub const WAKE_DEFER_MAX: Duration = Duration::from_micros(200);
+
+struct Deferred {
+    io_thread: bool,
+    sinks: Vec<Arc<EventSink>>,
+    since: Option<Instant>,
+}
+
+thread_local! {
+    static DEFERRED: RefCell<Deferred> = const {
+        RefCell::new(Deferred { io_thread: false, sinks: Vec::new(), since: None })
+    };
+}
+
+/// Marks the calling thread as a runtime thread that calls [`wake_deferred`]
+/// before it parks (the runtime's `on_thread_start`).
+pub fn mark_io_thread() {
+    DEFERRED.with(|d| d.borrow_mut().io_thread = true);
+}
+
+/// Wakes JS for every sink whose wake-up this thread held back (the
+/// runtime's `on_thread_park`).
+pub fn wake_deferred() {
+    let sinks = DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        d.since = None;
+        std::mem::take(&mut d.sinks)
+    });
+    for s in &sinks {
+        s.wake();
+    }
+    // Keep the allocation for the next turn.
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.sinks.is_empty() {
+            d.sinks = sinks;
+            d.sinks.clear();
+        }
+    });
 }
 
 impl EventSink {
@@ -399,8 +452,9 @@ impl EventSink {
         })
     }
 
-    /// Appends events; wakes JS if no wake-up is pending.
-    pub fn push_all(&self, events: &mut Vec<Event>) {
+    /// Appends events; wakes JS if no wake-up is pending (on a runtime
+    /// thread: when the thread runs out of work, see [`EventSink`]).
+    pub fn push_all(self: &Arc<Self>, events: &mut Vec<Event>) {
         if events.is_empty() {
             return;
         }
@@ -412,16 +466,38 @@ impl EventSink {
                 q.append(events);
             }
         }
+        if self.scheduled.load(Ordering::Acquire) {
+            return;
+        }
+        let overdue = DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            if !d.io_thread {
+                return None;
+            }
+            if !d.sinks.iter().any(|s| Arc::ptr_eq(s, self)) {
+                d.sinks.push(self.clone());
+            }
+            let since = *d.since.get_or_insert_with(Instant::now);
+            Some(since.elapsed() >= WAKE_DEFER_MAX)
+        });
+        match overdue {
+            None => self.wake(),
+            Some(true) => wake_deferred(),
+            Some(false) => {}
+        }
+    }
+
+    /// Appends one event.
+    pub fn push(self: &Arc<Self>, event: Event) {
+        self.push_all(&mut vec![event]);
+    }
+
+    fn wake(&self) {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
             if let Some(n) = self.notify.lock().unwrap().as_ref() {
                 n();
             }
         }
-    }
-
-    /// Appends one event.
-    pub fn push(&self, event: Event) {
-        self.push_all(&mut vec![event]);
     }
 
     /// Takes the whole batch (called on the JS thread).
@@ -452,6 +528,55 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    fn counting_sink() -> (Arc<EventSink>, Arc<AtomicU64>) {
+        let n = Arc::new(AtomicU64::new(0));
+        let m = n.clone();
+        let sink = EventSink::new(Box::new(move || {
+            m.fetch_add(1, Ordering::SeqCst);
+        }));
+        (sink, n)
+    }
+
+    #[test]
+    fn a_runtime_thread_wakes_js_once_when_it_runs_out_of_work() {
+        let (a, wakes_a) = counting_sink();
+        let (b, wakes_b) = counting_sink();
+        std::thread::spawn(move || {
+            mark_io_thread();
+            for i in 0..3 {
+                a.push(Event::new(EventKind::Sent, 1, i));
+                b.push(Event::new(EventKind::Sent, 2, i));
+            }
+            assert_eq!(wakes_a.load(Ordering::SeqCst), 0, "woken mid-turn");
+            wake_deferred();
+            assert_eq!(wakes_a.load(Ordering::SeqCst), 1);
+            assert_eq!(wakes_b.load(Ordering::SeqCst), 1);
+            assert_eq!(a.take().len(), 3);
+            // A thread that never runs out of work still wakes JS, at its
+            // first push past the limit.
+            a.push(Event::new(EventKind::Sent, 1, 9));
+            std::thread::sleep(WAKE_DEFER_MAX * 2);
+            assert_eq!(wakes_a.load(Ordering::SeqCst), 1);
+            a.push(Event::new(EventKind::Sent, 1, 10));
+            assert_eq!(wakes_a.load(Ordering::SeqCst), 2);
+            wake_deferred();
+            assert_eq!(
+                wakes_a.load(Ordering::SeqCst),
+                2,
+                "woken twice for one batch"
+            );
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn another_thread_wakes_js_at_once() {
+        let (a, wakes) = counting_sink();
+        a.push(Event::new(EventKind::ServerClosed, 0, 0));
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
     }
 
     #[test]

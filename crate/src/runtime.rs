@@ -29,6 +29,10 @@ pub fn acquire(threads: usize) -> std::io::Result<Handle> {
             threads
         })
         .thread_name("h3node-io")
+        // Events wake JS once per turn of a thread, when it runs out of
+        // work (crate::bridge::EventSink).
+        .on_thread_start(crate::bridge::mark_io_thread)
+        .on_thread_park(crate::bridge::wake_deferred)
         .enable_all()
         .build()?;
     let handle = rt.handle().clone();
