@@ -89,8 +89,8 @@ pub struct Event {
     pub code: u64,
     /// Body bytes.
     pub data: Option<Vec<u8>>,
-    /// Header section as `[name, value, name, value, ...]`.
-    pub headers: Option<Vec<String>>,
+    /// Header section: names and values, alternating ([`Fields`]).
+    pub headers: Option<Fields>,
     /// End of stream / by-the-peer flag.
     pub fin: bool,
     /// Free text (close reason).
@@ -190,6 +190,17 @@ impl Fields {
         }
         let parts = joined.bytes().filter(|&b| b == 0).count() + 1;
         parts.is_multiple_of(2).then_some(Self(joined))
+    }
+
+    /// A section joined by the caller, whose parts are known to pair up
+    /// and to hold no NUL.
+    pub fn from_joined(joined: String) -> Self {
+        Self(joined)
+    }
+
+    /// The joined text (what crosses to JS).
+    pub fn into_joined(self) -> String {
+        self.0
     }
 
     /// Names and values, alternating.

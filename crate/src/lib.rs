@@ -199,7 +199,7 @@ fn to_batch(events: Vec<bridge::Event>) -> NativeBatch {
         }
         if let Some(h) = e.headers {
             flags |= 8;
-            headers.push(h.join("\0"));
+            headers.push(h.into_joined());
         }
         if let Some(t) = e.text {
             flags |= 16;

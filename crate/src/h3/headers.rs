@@ -190,9 +190,16 @@ pub fn check_trailers<T: NameValue>(fields: &[T]) -> Result<(), Malformed> {
 /// Converts header bytes to a JS string: UTF-8 when valid, else Latin-1
 /// (what `Headers` in fetch does with obs-text).
 pub fn to_js_string(b: &[u8]) -> String {
+    let mut s = String::new();
+    push_js_str(&mut s, b);
+    s
+}
+
+/// Appends `b` as [`to_js_string`] converts it.
+pub fn push_js_str(out: &mut String, b: &[u8]) {
     match std::str::from_utf8(b) {
-        Ok(s) => s.to_owned(),
-        Err(_) => b.iter().map(|&c| c as char).collect(),
+        Ok(s) => out.push_str(s),
+        Err(_) => out.extend(b.iter().map(|&c| c as char)),
     }
 }
 

@@ -21,9 +21,9 @@ use quiche::Shutdown;
 
 use super::error::{ConnError, ConnResult, H3Code};
 use super::frame::{self, setting, stream_type};
-use super::headers::{self, to_js_string};
+use super::headers::{self, push_js_str};
 use super::wt::{self, Capsule, CapsuleReader};
-use crate::bridge::{DgramStats, Event, EventKind};
+use crate::bridge::{DgramStats, Event, EventKind, Fields};
 
 /// The quiche connection type tokio-quiche hands to applications.
 pub type QConn = tokio_quiche::quic::QuicheConnection;
@@ -132,6 +132,10 @@ enum Recv {
 /// Queued pieces are merged while the result stays this small (bytes);
 /// larger ones stay separate so that big bodies are never copied again.
 const COALESCE_MAX: usize = 4096;
+
+/// Spare room a header section's chunk is allocated with, for the DATA frame
+/// header and short body that usually follow it (bytes).
+const SHORT_BODY_ROOM: usize = 256;
 
 /// Write credit (`Sent`) is held back while more than this many body bytes
 /// of the stream still wait in its queue: JS then gets its credit back in
@@ -726,12 +730,17 @@ impl Session {
             .iter()
             .map(|h| h.name().len() + h.value().len() + 16)
             .sum();
-        let mut block = vec![0; size + 64];
+        let block = &mut self.scratch;
+        if block.len() < size + 64 {
+            block.resize(size + 64, 0);
+        }
         let n = self
             .encoder
-            .encode(&list, &mut block)
+            .encode(&list, block)
             .expect("buffer sized for the header list");
-        let mut out = Vec::with_capacity(n + 8);
+        // Room for a DATA frame header and a short body too: they are
+        // merged into this chunk (`queue`) without growing it.
+        let mut out = Vec::with_capacity(n + 8 + SHORT_BODY_ROOM);
         frame::put_frame_header(&mut out, frame::HEADERS, n as u64);
         out.extend_from_slice(&block[..n]);
         out
@@ -997,11 +1006,24 @@ impl Session {
             return;
         }
         let payload = data.len() as u64;
-        let mut head = Vec::with_capacity(16);
-        frame::put_frame_header(&mut head, frame::DATA, payload);
-        // Header and payload are queued as two chunks: the payload moves
-        // without being copied again.
-        self.queue(stream, head, 0, false);
+        // The frame header joins the chunk before it when there is room
+        // (no allocation of its own); the payload is queued as it came, so
+        // a big one is not copied again.
+        let joined = self.streams.get_mut(&stream).is_some_and(|s| {
+            let last = s.out.back_mut().filter(|_| !s.send_closed && !s.out_fin);
+            match last {
+                Some(last) if last.bytes.len() + 16 <= COALESCE_MAX => {
+                    frame::put_frame_header(&mut last.bytes, frame::DATA, payload);
+                    true
+                }
+                _ => false,
+            }
+        });
+        if !joined {
+            let mut head = Vec::with_capacity(16);
+            frame::put_frame_header(&mut head, frame::DATA, payload);
+            self.queue(stream, head, 0, false);
+        }
         self.queue(stream, data, payload, fin);
     }
 
@@ -2326,11 +2348,22 @@ fn is_wt_protocol(p: &str) -> bool {
     p == "webtransport" || p == "webtransport-h3"
 }
 
-fn flatten(fields: &[Header]) -> Vec<String> {
-    let mut out = Vec::with_capacity(fields.len() * 2);
-    for f in fields {
-        out.push(to_js_string(f.name()));
-        out.push(to_js_string(f.value()));
+/// A received section as JS takes it: names and values joined with NUL in
+/// one string (checked sections hold no NUL), built once here rather than
+/// as a string per part that the JS thread would join and free.
+fn flatten(fields: &[Header]) -> Fields {
+    let size: usize = fields
+        .iter()
+        .map(|f| f.name().len() + f.value().len() + 2)
+        .sum();
+    let mut out = String::with_capacity(size);
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('\0');
+        }
+        push_js_str(&mut out, f.name());
+        out.push('\0');
+        push_js_str(&mut out, f.value());
     }
-    out
+    Fields::from_joined(out)
 }

@@ -223,8 +223,8 @@ fn request_and_response_round_trip_with_body_and_trailers() {
     assert_eq!(ev[1].data.as_deref(), Some(&b"hello"[..]));
     assert_eq!(ev[2].kind, EventKind::Trailers as u32);
     assert_eq!(
-        ev[2].headers.as_deref(),
-        Some(&strings(&["x-sum", "1"])[..])
+        ev[2].headers.as_ref().map(|f| f.parts()),
+        Some(vec!["x-sum", "1"])
     );
     assert!(ev[3].kind == EventKind::Data as u32 && ev[3].fin);
 
@@ -774,7 +774,7 @@ fn a_session_beyond_the_limit_gets_429() {
             .filter(|e| e.kind == EventKind::Headers as u32)
             .collect();
     assert_eq!(heads.len(), 1);
-    assert_eq!(heads[0].headers.as_ref().unwrap()[1], "429");
+    assert_eq!(heads[0].headers.as_ref().unwrap().parts()[1], "429");
 }
 
 #[test]
@@ -921,7 +921,10 @@ fn a_request_body_that_stops_coming_gets_408_after_the_body_timeout() {
             .iter()
             .find(|e| e.kind == EventKind::Headers as u32)
             .and_then(|e| e.headers.clone());
-    assert_eq!(head.as_deref(), Some(&strings(&[":status", "408"])[..]));
+    assert_eq!(
+        head.as_ref().map(|f| f.parts()),
+        Some(vec![":status", "408"])
+    );
 }
 
 #[test]
