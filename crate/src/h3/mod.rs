@@ -5,6 +5,7 @@
 //! | `frame.rs` | frame and stream-type constants, varint helpers |
 //! | `error.rs` | RFC 9114 / RFC 9204 error codes, connection errors |
 //! | `headers.rs` | pseudo-header, field and Content-Length validation |
+//! | `section.rs` | decoding a received QPACK field section (static table only) |
 //! | `session.rs` | per-connection state: request streams, control and QPACK streams, SETTINGS, GOAWAY, backpressure, datagram routing, WebTransport sessions and streams, raw QUIC streams |
 //! | `wt.rs` | WebTransport constants, capsules, error-code mapping |
 //!
@@ -15,6 +16,7 @@
 pub mod error;
 pub mod frame;
 pub mod headers;
+pub mod section;
 pub mod session;
 pub mod wt;
 

@@ -16,14 +16,15 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use quiche::h3::qpack;
-use quiche::h3::{Header, HeaderRef, NameValue};
+use quiche::h3::{HeaderRef, NameValue};
 use quiche::Shutdown;
 
 use super::error::{ConnError, ConnResult, H3Code};
 use super::frame::{self, setting, stream_type};
-use super::headers::{self, push_js_str};
+use super::headers;
+use super::section::{self, Section};
 use super::wt::{self, Capsule, CapsuleReader};
-use crate::bridge::{DgramStats, Event, EventKind, Fields};
+use crate::bridge::{DgramStats, Event, EventKind};
 
 /// The quiche connection type tokio-quiche hands to applications.
 pub type QConn = tokio_quiche::quic::QuicheConnection;
@@ -358,7 +359,6 @@ pub struct Session {
     peer_encoder: Option<u64>,
     peer_decoder: Option<u64>,
     encoder: qpack::Encoder,
-    decoder: qpack::Decoder,
     /// Server: the GOAWAY id sent. Client: the GOAWAY id received.
     goaway: Option<u64>,
     /// Server: highest request stream id accepted so far.
@@ -420,7 +420,6 @@ impl Session {
             peer_encoder: None,
             peer_decoder: None,
             encoder: qpack::Encoder::new(),
-            decoder: qpack::Decoder::new(),
             goaway: None,
             max_request_id: None,
             to_flush: BTreeSet::new(),
@@ -1619,30 +1618,8 @@ impl Session {
         Ok(())
     }
 
-    fn decode(&mut self, payload: &[u8]) -> Result<Vec<Header>, H3Code> {
-        // Our dynamic table has capacity 0, so the only valid Required
-        // Insert Count is 0, one zero byte (RFC 9204 §4.5.1.1); quiche
-        // reads the prefix without checking it.
-        if payload.first().is_some_and(|&b| b != 0) {
-            return Err(H3Code::QpackDecompressionFailed);
-        }
-        match self
-            .decoder
-            .decode(payload, self.limits.max_field_section_size)
-        {
-            Ok(h) => Ok(h),
-            Err(qpack::Error::HeaderListTooLarge) => {
-                // quiche reports an undecodable Huffman string as "too
-                // large" too: decoding again without the size limit tells
-                // the two apart (the payload is already bounded by the
-                // frame size limit, and this runs only on this error).
-                match self.decoder.decode(payload, u64::MAX) {
-                    Ok(_) => Err(H3Code::ExcessiveLoad),
-                    Err(_) => Err(H3Code::QpackDecompressionFailed),
-                }
-            }
-            Err(_) => Err(H3Code::QpackDecompressionFailed),
-        }
+    fn decode(&self, payload: &[u8]) -> Result<Section, H3Code> {
+        section::decode(payload, self.limits.max_field_section_size)
     }
 
     fn on_frame_payload(
@@ -1653,7 +1630,7 @@ impl Session {
         payload: &[u8],
     ) -> ConnResult<()> {
         debug_assert_eq!(ty, frame::HEADERS);
-        let fields = match self.decode(payload) {
+        let section = match self.decode(payload) {
             Ok(f) => f,
             Err(H3Code::QpackDecompressionFailed) => {
                 return Err(ConnError::new(
@@ -1669,6 +1646,7 @@ impl Session {
                 return self.stream_error(q, id, code);
             }
         };
+        let fields = section.fields();
         let s = self.streams.get_mut(&id).unwrap();
         if s.headers_seen {
             // Trailers.
@@ -1680,7 +1658,7 @@ impl Session {
                 return Ok(());
             }
             let ev = self.event(EventKind::Trailers, id);
-            ev.headers = Some(flatten(&fields));
+            ev.headers = Some(section.into_fields());
             return Ok(());
         }
         if fields.len() > self.limits.max_header_count {
@@ -1731,7 +1709,7 @@ impl Session {
                 }
                 let early = self.early;
                 let ev = self.event(EventKind::Headers, id);
-                ev.headers = Some(flatten(&fields));
+                ev.headers = Some(section.into_fields());
                 ev.fin = no_more;
                 ev.early = early;
             }
@@ -1763,7 +1741,7 @@ impl Session {
                 let no_more = s.recv_fin && s.unparsed().is_empty();
                 s.end_told = no_more;
                 let ev = self.event(EventKind::Headers, id);
-                ev.headers = Some(flatten(&fields));
+                ev.headers = Some(section.into_fields());
                 ev.fin = no_more;
             }
         }
@@ -2346,24 +2324,4 @@ fn st_kind(uni: &HashMap<u64, UniStream>, id: u64) -> UniKind {
 /// Whether `:protocol` names WebTransport (draft-02..14 and 15+ spellings).
 fn is_wt_protocol(p: &str) -> bool {
     p == "webtransport" || p == "webtransport-h3"
-}
-
-/// A received section as JS takes it: names and values joined with NUL in
-/// one string (checked sections hold no NUL), built once here rather than
-/// as a string per part that the JS thread would join and free.
-fn flatten(fields: &[Header]) -> Fields {
-    let size: usize = fields
-        .iter()
-        .map(|f| f.name().len() + f.value().len() + 2)
-        .sum();
-    let mut out = String::with_capacity(size);
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push('\0');
-        }
-        push_js_str(&mut out, f.name());
-        out.push('\0');
-        push_js_str(&mut out, f.value());
-    }
-    Fields::from_joined(out)
 }
