@@ -27,7 +27,7 @@ FUZZ="$ROOT/fuzz"
 # addon's (.ci/run exports CARGO_TARGET_DIR for the addon).
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/h3node/fuzz-target}"
 WORK="${FUZZ_WORK:-$HOME/.cache/h3node/fuzz-corpus}"
-TARGETS=(frame settings capsule headers session)
+TARGETS=(frame settings capsule headers session section)
 
 if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
   export PATH="$HOME/.cargo/bin:$PATH"

@@ -441,3 +441,70 @@ pub fn headers(data: &[u8]) {
         }
     }
 }
+
+/// QPACK field section decoding (`h3/section.rs`) against quiche's decoder,
+/// read as the session used to read it (a non-zero first byte fails; a
+/// section that only fails the size limit is `H3_EXCESSIVE_LOAD`). The input
+/// is the HEADERS payload itself; the first byte picks the size limit. Both
+/// decoders accept the same sections, with the same fields in the same
+/// order, and fail the same ones.
+pub fn section(data: &[u8]) {
+    use h3node::h3::error::H3Code;
+    use h3node::h3::section;
+    use quiche::h3::{qpack, NameValue};
+    let Some((&pick, block)) = data.split_first() else {
+        return;
+    };
+    let max = if pick & 0x80 == 0 {
+        u64::MAX
+    } else {
+        u64::from(pick & 0x7f) * 16
+    };
+    let reference = || -> Result<Vec<(Vec<u8>, Vec<u8>)>, H3Code> {
+        if block.first().is_some_and(|&b| b != 0) {
+            return Err(H3Code::QpackDecompressionFailed);
+        }
+        let mut d = qpack::Decoder::new();
+        match d.decode(block, max) {
+            Ok(h) => Ok(h
+                .iter()
+                .map(|f| (f.name().to_vec(), f.value().to_vec()))
+                .collect()),
+            Err(qpack::Error::HeaderListTooLarge) => match d.decode(block, u64::MAX) {
+                Ok(_) => Err(H3Code::ExcessiveLoad),
+                Err(_) => Err(H3Code::QpackDecompressionFailed),
+            },
+            Err(_) => Err(H3Code::QpackDecompressionFailed),
+        }
+    };
+    let ours = section::decode(block, max).map(|s| {
+        s.fields()
+            .iter()
+            .map(|f| (f.name().to_vec(), f.value().to_vec()))
+            .collect::<Vec<_>>()
+    });
+    let want = reference();
+    // The one intended difference: a prefixed integer past 2^62 fails here;
+    // quiche reads it with its high bits shifted out. Such an integer takes
+    // at least nine continuation bytes, eight of them with the top bit set.
+    let long_int = block.windows(8).any(|w| w.iter().all(|&b| b & 0x80 != 0));
+    if long_int && ours == Err(H3Code::QpackDecompressionFailed) {
+        return;
+    }
+    assert_eq!(ours, want, "block {block:02x?}, limit {max}");
+    // What JS receives: the parts, each as `to_js_string` reads it. Only
+    // for sections without NUL, which the checks of `headers.rs` refuse
+    // before a section goes to JS.
+    if let Ok(s) = section::decode(block, max) {
+        let want: Vec<String> = s
+            .fields()
+            .iter()
+            .flat_map(|f| [f.name().to_vec(), f.value().to_vec()])
+            .map(|b| h3node::h3::headers::to_js_string(&b))
+            .collect();
+        if !want.iter().any(|p| p.contains('\0')) {
+            let joined = s.into_fields();
+            assert_eq!(joined.parts(), want);
+        }
+    }
+}

@@ -207,7 +207,10 @@ impl Pipe {
                         !self.data_fin.contains(&id),
                         "Headers after the end of stream {id}"
                     );
-                    assert!(ev.headers.as_ref().is_some_and(|h| h.len() % 2 == 0));
+                    assert!(ev
+                        .headers
+                        .as_ref()
+                        .is_some_and(|h| h.parts().len() % 2 == 0));
                     self.requests.push(id);
                 }
                 k if k == EventKind::Trailers as u32 => {

@@ -52,3 +52,8 @@ fn headers() {
 fn session() {
     replay("session", h3node_fuzz::session);
 }
+
+#[test]
+fn section() {
+    replay("section", h3node_fuzz::section);
+}

@@ -214,3 +214,36 @@ fn write_seeds() {
     r.extend([4, 0x80 | 10, 5]);
     save("session", "raw", &r);
 }
+
+/// `section`: a limit byte (top bit clear: no limit), then a HEADERS payload.
+#[test]
+#[ignore]
+fn section_seeds() {
+    use quiche::h3::{qpack, Header};
+    let encode = |limit: u8, fields: &[Header]| {
+        let mut out = vec![0; 4096];
+        let n = qpack::Encoder::new().encode(fields, &mut out).unwrap();
+        let mut v = vec![limit];
+        v.extend_from_slice(&out[..n]);
+        v
+    };
+    let get = [
+        Header::new(b":method", b"GET"),
+        Header::new(b":scheme", b"https"),
+        Header::new(b":authority", b"example.com"),
+        Header::new(b":path", b"/index.html?q=1"),
+        Header::new(b"user-agent", b"h3node-fuzz"),
+        Header::new(b"accept", b"*/*"),
+    ];
+    save("section", "get", &encode(0, &get));
+    save("section", "get-limited", &encode(0x84, &get));
+    let response = [
+        Header::new(b":status", b"200"),
+        Header::new(b"content-type", b"text/plain;charset=utf-8"),
+        Header::new(b"x-custom-field", b"caf\xc3\xa9 \xff"),
+    ];
+    save("section", "response", &encode(0, &response));
+    save("section", "empty", &[0, 0, 0]);
+    save("section", "dynamic-ref", &[0, 0, 0, 0x80]);
+    save("section", "insert-count", &[0, 1, 0, 0xd1]);
+}
