@@ -25,6 +25,16 @@ fn is_connection_specific(name: &[u8]) -> bool {
     )
 }
 
+/// Values of every field, pseudo-headers included, must not carry NUL, CR or
+/// LF (RFC 9114 §4.2). NUL matters twice here: a section crosses to JS with
+/// its names and values joined by NUL.
+fn check_value(value: &[u8]) -> Result<(), Malformed> {
+    if value.iter().any(|&c| c == 0 || c == b'\r' || c == b'\n') {
+        return Err("invalid character in field value");
+    }
+    Ok(())
+}
+
 fn check_field(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
     if name.is_empty() {
         return Err("empty field name");
@@ -39,9 +49,7 @@ fn check_field(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
     {
         return Err("invalid character in field name");
     }
-    if value.iter().any(|&c| c == 0 || c == b'\r' || c == b'\n') {
-        return Err("invalid character in field value");
-    }
+    check_value(value)?;
     if is_connection_specific(name) {
         return Err("connection-specific field");
     }
@@ -100,6 +108,7 @@ pub fn check_request<T: NameValue>(fields: &[T]) -> Result<RequestHead, Malforme
             if slot.is_some() {
                 return Err("duplicate pseudo-header");
             }
+            check_value(value)?;
             *slot = Some(value);
             continue;
         }
@@ -225,6 +234,22 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(r.method, "GET");
+    }
+
+    #[test]
+    fn pseudo_header_values_with_nul_cr_or_lf_are_malformed() {
+        for bad in ["/a\0x\0y", "/a\r\n", "/\n"] {
+            for name in [":path", ":authority", ":scheme", ":method"] {
+                let mut f = vec![
+                    (":method", "GET"),
+                    (":scheme", "https"),
+                    (":authority", "a"),
+                    (":path", "/"),
+                ];
+                f.iter_mut().find(|p| p.0 == name).unwrap().1 = bad;
+                assert!(check_request(&h(&f)).is_err(), "{name}: {bad:?}");
+            }
+        }
     }
 
     #[test]
