@@ -228,6 +228,7 @@ impl ApplicationOverQuic for Driver {
             self.fail(q, e);
         }
         self.session.poll_stopped(q);
+        self.session.release_scratch();
         self.check_peer_address(q);
         if self.on_session.is_some() {
             if let Some(ticket) = q.session() {
@@ -275,6 +276,7 @@ impl ApplicationOverQuic for Driver {
                 let _ = q.close(true, code, b"");
             }
         }
+        self.session.release_scratch();
         self.flush_events();
         Ok(())
     }

@@ -298,10 +298,45 @@ enum Read {
     Reset(u64),
 }
 
+thread_local! {
+    /// The I/O thread's spare scratch buffer. Sessions on one thread run one
+    /// at a time, so one buffer per thread serves all of them.
+    static SPARE_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A `MAX_CHUNK`-byte buffer: the thread's spare one, else a new one.
+fn spare_scratch() -> Vec<u8> {
+    let v = SPARE_SCRATCH.take();
+    if v.len() == MAX_CHUNK {
+        v
+    } else {
+        vec![0; MAX_CHUNK]
+    }
+}
+
+/// Keeps `v` as the thread's spare buffer (cut back to `MAX_CHUNK` if a
+/// large header section grew it).
+fn keep_scratch(mut v: Vec<u8>) {
+    if v.len() >= MAX_CHUNK {
+        v.truncate(MAX_CHUNK);
+        v.shrink_to(MAX_CHUNK);
+        SPARE_SCRATCH.set(v);
+    }
+}
+
 /// Up to `max` bytes of stream `id`: what `s` has buffered first, else read
-/// from QUIC. `Got(bytes.len(), fin)` with the bytes in `out`; `fin` once
-/// nothing more will come.
-fn take(q: &mut QConn, id: u64, s: &mut ReqStream, max: usize, out: &mut Vec<u8>) -> Read {
+/// from QUIC through `scratch`. `Got(bytes.len(), fin)` with the bytes in
+/// `out`; `fin` once nothing more will come. `out` gets exactly the bytes
+/// read: a 5-byte body is a 5-byte allocation, not a read chunk's worth
+/// (the Buffer JS is handed keeps its allocation until it is collected).
+fn take(
+    q: &mut QConn,
+    id: u64,
+    s: &mut ReqStream,
+    max: usize,
+    scratch: &mut [u8],
+    out: &mut Vec<u8>,
+) -> Read {
     if !s.unparsed().is_empty() {
         let n = max.min(s.unparsed().len());
         out.extend_from_slice(&s.unparsed()[..n]);
@@ -311,9 +346,13 @@ fn take(q: &mut QConn, id: u64, s: &mut ReqStream, max: usize, out: &mut Vec<u8>
     if s.recv_fin {
         return Read::Got(0, true);
     }
-    out.resize(max, 0);
-    let r = recv(q, id, out);
-    out.truncate(if let Read::Got(n, _) = r { n } else { 0 });
+    debug_assert!(!scratch.is_empty(), "scratch buffer not borrowed");
+    let n = max.min(scratch.len());
+    let buf = &mut scratch[..n];
+    let r = recv(q, id, buf);
+    if let Read::Got(n, _) = r {
+        out.extend_from_slice(&buf[..n]);
+    }
     r
 }
 
@@ -375,6 +414,9 @@ pub struct Session {
     next_uni: u64,
     /// Events for JS, taken by the driver after each turn.
     pub events: Vec<Event>,
+    /// Read and encode buffer, `MAX_CHUNK` bytes, lent by the thread's
+    /// [`spare_scratch`] for a turn and given back by
+    /// [`Session::release_scratch`]: an idle connection holds none.
     scratch: Vec<u8>,
     early: bool,
     wt: HashMap<u64, WtSession>,
@@ -396,6 +438,12 @@ pub struct Session {
     pub peer_goaway: bool,
     /// Peer stream resets counted in the current window: `(start, count)`.
     resets: (Instant, u32),
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.release_scratch();
+    }
 }
 
 /// Which stream timer ran out.
@@ -429,7 +477,7 @@ impl Session {
             unacked_prune_at: 64,
             next_uni: if role == Role::Server { 3 } else { 2 },
             events: Vec::new(),
-            scratch: vec![0; MAX_CHUNK],
+            scratch: Vec::new(),
             early: false,
             wt: HashMap::new(),
             orphans: Vec::new(),
@@ -441,6 +489,24 @@ impl Session {
             peer_goaway: false,
             resets: (Instant::now(), 0),
         }
+    }
+
+    /// Borrows the thread's scratch buffer for this turn, if not yet held.
+    fn ensure_scratch(&mut self) {
+        if self.scratch.is_empty() {
+            self.scratch = spare_scratch();
+        }
+    }
+
+    /// Gives the scratch buffer back to the thread at the end of a turn.
+    pub fn release_scratch(&mut self) {
+        keep_scratch(std::mem::take(&mut self.scratch));
+    }
+
+    /// Bytes of scratch buffer this session holds (for tests).
+    #[cfg(test)]
+    pub(crate) fn scratch_held(&self) -> usize {
+        self.scratch.capacity()
     }
 
     /// When [`Session::check_timers`] next has work to do, if ever.
@@ -720,6 +786,7 @@ impl Session {
     }
 
     fn encode_headers<S: AsRef<str>>(&mut self, fields: &[S]) -> Vec<u8> {
+        self.ensure_scratch();
         // Borrowed, not copied: the QPACK encoder lowercases names itself.
         let list: Vec<HeaderRef> = fields
             .chunks_exact(2)
@@ -919,6 +986,7 @@ impl Session {
     /// session or a request stream by its quarter stream id (RFC 9297), or
     /// to the connection (raw QUIC). Unroutable ones are counted and dropped.
     pub fn process_datagrams(&mut self, q: &mut QConn) -> ConnResult<()> {
+        self.ensure_scratch();
         loop {
             let n = match q.dgram_recv(&mut self.scratch) {
                 Ok(n) => n,
@@ -1169,6 +1237,7 @@ impl Session {
     }
 
     fn read_bidi(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+        self.ensure_scratch();
         let client_initiated = id & 0x1 == 0;
         let by_peer = client_initiated == (self.role == Role::Server);
         if !self.streams.contains_key(&id) && by_peer && self.limits.raw {
@@ -1223,6 +1292,7 @@ impl Session {
     /// (H3_REQUEST_CANCELLED, or H3_REQUEST_INCOMPLETE for a bare FIN), or
     /// quiche never frees it and the peer never gets its stream credit back.
     fn release_unread(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+        self.ensure_scratch();
         let code = match recv(q, id, &mut self.scratch) {
             Read::Reset(_) => H3Code::RequestCancelled,
             _ => H3Code::RequestIncomplete,
@@ -1239,6 +1309,7 @@ impl Session {
     /// Reads stream `id` (already tracked) as far as its state and JS's
     /// credit allow.
     fn read_stream(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+        self.ensure_scratch();
         loop {
             let window = self.limits.stream_read_window;
             let Some(s) = self.streams.get_mut(&id) else {
@@ -1287,7 +1358,7 @@ impl Session {
                     }
                     let max = (window - outstanding).min(MAX_CHUNK as u64) as usize;
                     let mut chunk = Vec::new();
-                    let fin = match take(q, id, s, max, &mut chunk) {
+                    let fin = match take(q, id, s, max, &mut self.scratch, &mut chunk) {
                         Read::Got(_, fin) => fin,
                         Read::Blocked => return Ok(()),
                         Read::Reset(code) => return self.on_peer_reset(q, id, code),
@@ -1327,7 +1398,7 @@ impl Session {
                     };
                     let max = left.min(credit).min(MAX_CHUNK as u64) as usize;
                     let mut chunk = Vec::new();
-                    let fin = match take(q, id, s, max, &mut chunk) {
+                    let fin = match take(q, id, s, max, &mut self.scratch, &mut chunk) {
                         Read::Got(0, true) => {
                             return Err(ConnError::new(H3Code::FrameError, "truncated DATA frame"));
                         }
@@ -1429,10 +1500,11 @@ impl Session {
     /// Reads the DATA payload of a WebTransport CONNECT stream (`left`
     /// bytes of the current frame) as capsules, then goes on reading frames.
     fn read_capsules(&mut self, q: &mut QConn, id: u64, left: u64) -> ConnResult<()> {
+        self.ensure_scratch();
         let s = self.streams.get_mut(&id).unwrap();
         let max = left.min(MAX_CHUNK as u64) as usize;
         let mut bytes = Vec::new();
-        let (n, fin) = match take(q, id, s, max, &mut bytes) {
+        let (n, fin) = match take(q, id, s, max, &mut self.scratch, &mut bytes) {
             Read::Got(0, true) => {
                 return Err(ConnError::new(H3Code::FrameError, "truncated DATA frame"));
             }
@@ -1853,6 +1925,7 @@ impl Session {
     }
 
     fn read_uni(&mut self, q: &mut QConn, id: u64) -> ConnResult<()> {
+        self.ensure_scratch();
         if self.limits.raw {
             if q.stream_finished(id) {
                 return self.release_unread(q, id);

@@ -423,6 +423,66 @@ fn a_slow_reader_holds_back_at_most_the_read_window() {
 }
 
 #[test]
+fn body_bytes_are_handed_over_in_allocations_of_their_size() {
+    // A client may declare a large DATA frame and send its payload over
+    // many packets: each piece read must not cost a frame's worth of memory
+    // (the Buffer JS gets keeps its allocation until it is collected).
+    let mut p = Pipe::new(Limits::default());
+    p.raw(0, &headers_frame(&post("/up")), false);
+    let mut head = Vec::new();
+    frame::put_frame_header(&mut head, frame::DATA, 10_000);
+    head.extend_from_slice(&[1; 200]);
+    p.raw(0, &head, false);
+    p.send_to_server();
+    p.raw(0, &[2; 300], false);
+    p.send_to_server();
+    let data: Vec<Vec<u8>> = p.s.events.drain(..).filter_map(|e| e.data).collect();
+    assert_eq!(data.iter().map(|d| d.len()).sum::<usize>(), 500);
+    for d in &data {
+        assert!(
+            d.capacity() < d.len() + 64,
+            "{} bytes held in {} bytes",
+            d.len(),
+            d.capacity()
+        );
+    }
+}
+
+#[test]
+fn a_session_between_turns_holds_no_read_buffer_and_reads_on_after_giving_it_back() {
+    let mut p = Pipe::new(Limits {
+        stream_read_window: 4096,
+        ..Limits::default()
+    });
+    p.c.send_headers(&mut p.client, 0, &post("/up"), false);
+    p.c.write(0, vec![7; 50_000], true);
+    p.send_to_server();
+    let mut total = 0;
+    let mut fin = false;
+    for _ in 0..100 {
+        p.s.release_scratch();
+        assert_eq!(p.s.scratch_held(), 0);
+        for e in p.s.events.drain(..) {
+            total += e.data.map_or(0, |d| d.len());
+            fin |= e.kind == EventKind::Data as u32 && e.fin;
+        }
+        if fin {
+            break;
+        }
+        p.s.grant(0, 4096);
+        p.send_to_server();
+    }
+    assert!(fin);
+    assert_eq!(total, 50_000);
+    p.s.send_headers(&mut p.server, 0, &strings(&[":status", "200"]), true);
+    p.s.release_scratch();
+    p.s.flush(&mut p.server);
+    p.advance();
+    p.client_turn();
+    assert!(kinds(&mut p.c).contains(&(EventKind::Headers as u32, 0)));
+}
+
+#[test]
 fn a_large_body_written_with_its_fin_in_one_call_arrives_whole() {
     let mut p = Pipe::new(Limits::default());
     let h = strings(&[
