@@ -75,6 +75,31 @@ test('request.signal aborts when the client aborts; the response source is cance
   t.is(serverSignal.reason.wireCode, 0x10c) // H3_REQUEST_CANCELLED
 })
 
+test('request.signal is the same signal on clone() and on a Request made with the request as its init', async (t) => {
+  const p = await pair(t)
+  const seen = {}
+  handle(p.server, (req) => {
+    const r = req.request
+    seen.instance = r instanceof Request
+    seen.stable = r.signal === r.signal && r.signal === req.signal
+    seen.clone = r.clone()
+    seen.cloneIsRequest = seen.clone instanceof Request
+    seen.derived = new Request('https://upstream.example/x', r)
+    req.respond(new Response(patternStream(64 * MiB)))
+  })
+  const ac = new AbortController()
+  const res = await p.client.fetch(`${p.base}/long`, { signal: ac.signal })
+  const reader = res.body.getReader()
+  await reader.read()
+  t.true(seen.instance && seen.stable && seen.cloneIsRequest)
+  t.false(seen.clone.signal.aborted)
+  t.false(seen.derived.signal.aborted)
+  ac.abort()
+  await reader.read().catch(() => {})
+  t.true(await waitFor(() => seen.clone.signal.aborted && seen.derived.signal.aborted))
+  t.is(seen.clone.signal.reason.wireCode, 0x10c)
+})
+
 test('cancelling the response body on the client aborts the server side too', async (t) => {
   const p = await pair(t)
   let serverSignal

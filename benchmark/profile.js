@@ -7,6 +7,7 @@
 //      JIT frames have names), then `perf report` by shared object and by symbol.
 // Writes into benchmark/results/profile/ (not committed). Needs oha and perf.
 //   node benchmark/profile.js [--seconds 10] [--streams 64] [--connections 1] [--mode for-await|serve]
+//        [--node 24|current]   (the Node the server runs on, as in run.js; default 24)
 //        [--server tokio-quiche]   (perf only: profile the plain tokio-quiche server instead)
 'use strict'
 const fs = require('node:fs')
@@ -25,12 +26,14 @@ const { values: o } = parseArgs({
     connections: { type: 'string', default: '1' },
     mode: { type: 'string', default: 'for-await' },
     server: { type: 'string', default: 'h3node' },
+    node: { type: 'string', default: '24' },
     out: { type: 'string', default: path.join(__dirname, 'results', 'profile') },
   },
 })
 const seconds = Number(o.seconds)
 const streams = Number(o.streams)
 const connections = Number(o.connections)
+if (!['24', 'current'].includes(o.node)) throw new Error(`--node takes 24 or current, not ${o.node}`)
 
 function categorize(url, name) {
   if (name === '(garbage collector)') return 'GC'
@@ -77,7 +80,7 @@ async function startServer(cert, extraNodeArgs) {
     cmd = await tools.ensureTokioQuiche()
     args = ['--addr', `127.0.0.1:${port}`, '--cert', cert.cert, '--key', cert.key, '--threads', '1']
   } else {
-    cmd = process.execPath
+    cmd = o.node === '24' ? await tools.ensureNode24() : process.execPath
     args = [...extraNodeArgs, path.join(__dirname, 'peers', 'h3node-server.js'), '--mode', o.mode, '--port', String(port), '--cert', cert.cert, '--key', cert.key]
   }
   const [c, a] = proc.pinned(0, cmd, args)
@@ -105,7 +108,9 @@ async function main() {
     await proc.sleep(500)
     const file = fs.readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))
     const sum = summarizeCpuProfile(path.join(dir, file))
-    report.push(`# JS profile (node --cpu-prof), ${o.mode}, ${streams} streams / ${connections} conn, ${seconds} s`, '',
+    const nodeBin = o.node === '24' ? await tools.ensureNode24() : process.execPath
+    const nodeVersion = execFileSync(nodeBin, ['--version'], { encoding: 'utf8' }).trim()
+    report.push(`# JS profile (node --cpu-prof), ${o.mode} on Node ${nodeVersion}, ${streams} streams / ${connections} conn, ${seconds} s`, '',
       `${Math.round(r.reqPerSec)} req/s under the profiler, server CPU ${(cpu / r.ok).toFixed(1)} µs/request (whole process), ${sum.samples} samples`, '',
       '## By category (self time, main thread)', '', ...sum.categories, '', '## Top functions (self time)', '', ...sum.top, '',
       `profile: ${path.join(dir, file)}`, '')
