@@ -85,13 +85,15 @@ test('request.signal is the same signal on clone() and on a Request made with th
     seen.clone = r.clone()
     seen.cloneIsRequest = seen.clone instanceof Request
     seen.derived = new Request('https://upstream.example/x', r)
+    // A real Request: undici's own brand checks accept it as an input.
+    seen.rewrapped = new Request(r).url === r.url
     req.respond(new Response(patternStream(64 * MiB)))
   })
   const ac = new AbortController()
   const res = await p.client.fetch(`${p.base}/long`, { signal: ac.signal })
   const reader = res.body.getReader()
   await reader.read()
-  t.true(seen.instance && seen.stable && seen.cloneIsRequest)
+  t.true(seen.instance && seen.stable && seen.cloneIsRequest && seen.rewrapped)
   t.false(seen.clone.signal.aborted)
   t.false(seen.derived.signal.aborted)
   ac.abort()
