@@ -165,17 +165,29 @@ async function smallStep(peer, prep, server, [streams, connections], extra = {})
   }
 }
 
-async function runSmall(peer, prep, server, result) {
-  log(`  warm-up ${settings.warmupSeconds}s`)
-  await attempt(result, 'small:warmup', () => smallStep(peer, prep, server, [16, 1], { seconds: settings.warmupSeconds }))
-  result.small = []
-  for (const step of settings.steps) {
-    if (!alive(server)) break
-    const r = await attempt(result, `small:${step[0]}x${step[1]}`, () => smallStep(peer, prep, server, step))
-    if (r) {
-      log(`  ${String(step[0]).padStart(3)} streams / ${String(step[1]).padStart(2)} conn: ${Math.round(r.reqPerSec)} req/s, ${r.serverCpuMicrosPerRequest?.toFixed(1)} µs/req server CPU, client CPU ${(r.clientCpuShare * 100).toFixed(0)}%${r.errors ? `, ${r.errors} errors` : ''}`)
-      result.small.push(r)
-    } else result.small.push({ streams: step[0], connections: step[1], failed: true })
+// The machine's speed drifts over a run (benchmark/README.md), so the servers are not measured one
+// after the other: all of them run at once (idle ones cost nothing measurable) and every step
+// loads each in turn, starting with a different one at each step.
+function rotated(list, k) {
+  return list.map((_, i) => list[(i + k) % list.length])
+}
+
+async function runSmall(runs) {
+  log(`small requests: warm-up ${settings.warmupSeconds}s each`)
+  for (const r of runs) {
+    r.result.small = []
+    await attempt(r.result, 'small:warmup', () => smallStep(r.peer, r.prep, r.server, [16, 1], { seconds: settings.warmupSeconds }))
+  }
+  for (const [k, step] of settings.steps.entries()) {
+    log(`  ${String(step[0]).padStart(3)} streams / ${String(step[1]).padStart(2)} conn`)
+    for (const r of rotated(runs, k)) {
+      if (!alive(r.server)) continue
+      const m = await attempt(r.result, `small:${step[0]}x${step[1]}`, () => smallStep(r.peer, r.prep, r.server, step))
+      if (m) {
+        log(`    ${r.peer.label}: ${Math.round(m.reqPerSec)} req/s, ${m.serverCpuMicrosPerRequest?.toFixed(1)} µs/req server CPU, client CPU ${(m.clientCpuShare * 100).toFixed(0)}%${m.errors ? `, ${m.errors} errors` : ''}`)
+        r.result.small.push(m)
+      } else r.result.small.push({ streams: step[0], connections: step[1], failed: true })
+    }
   }
 }
 
@@ -185,34 +197,32 @@ async function runLatency(peer, prep, server, result) {
   const peak = ok.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a))
   const qps = Math.max(1, Math.round(peak.reqPerSec / 2))
   const r = await smallStep(peer, prep, server, [peak.streams, peak.connections], { qps })
-  log(`  half load (${qps} req/s on ${peak.streams}x${peak.connections}): p50 ${r.p50Ms?.toFixed(2)} ms, p99 ${r.p99Ms?.toFixed(2)} ms`)
+  log(`  ${peer.label}: half load (${qps} req/s on ${peak.streams}x${peak.connections}): p50 ${r.p50Ms?.toFixed(2)} ms, p99 ${r.p99Ms?.toFixed(2)} ms`)
   result.latency = { ...r, targetRate: qps, peakRate: peak.reqPerSec }
 }
 
-async function runBulk(peer, prep, server, result) {
+async function runBulk(peer, prep, server, result, dir) {
   const n = settings.bulkBytes
-  result.bulk = {}
-  for (const dir of ['download', 'upload']) {
-    const r = await attempt(result, `bulk:${dir}`, async () => {
-      const before = proc.cpuMicros(server.pid)
-      let out
-      if (peer.protocol === 'h2') {
-        out = await load.h2Bulk(dir === 'download' ? `${server.url}/bytes/${n}` : `${server.url}/sink`, dir, n, { core: CLIENT_CORE })
-        out.client = 'node:http2 (one stream)'
-      } else {
-        const qb = await tools.ensureQuicBench()
-        out = dir === 'download'
-          ? await load.quicBench(qb, 'download', ['-url', `${server.url}/bytes/${n}`], { core: CLIENT_CORE })
-          : await load.quicBench(qb, 'upload', ['-url', `${server.url}/sink`, '-bytes', String(n)], { core: CLIENT_CORE })
-        out.client = 'quic-go v0.65.0 (benchmark/clients/quic-bench, one stream)'
-      }
-      if (out.bytes !== n) throw new Error(`transferred ${out.bytes} of ${n} bytes`)
-      return { ...out, serverCpuMicros: proc.cpuMicros(server.pid) - before, loopbackMtu: mtu() }
-    })
-    if (r) {
-      log(`  bulk ${dir}: ${r.gbps.toFixed(2)} Gbit/s (${(n / MiB).toFixed(0)} MiB in ${r.seconds.toFixed(2)} s)`)
-      result.bulk[dir] = r
+  result.bulk ??= {}
+  const r = await attempt(result, `bulk:${dir}`, async () => {
+    const before = proc.cpuMicros(server.pid)
+    let out
+    if (peer.protocol === 'h2') {
+      out = await load.h2Bulk(dir === 'download' ? `${server.url}/bytes/${n}` : `${server.url}/sink`, dir, n, { core: CLIENT_CORE })
+      out.client = 'node:http2 (one stream)'
+    } else {
+      const qb = await tools.ensureQuicBench()
+      out = dir === 'download'
+        ? await load.quicBench(qb, 'download', ['-url', `${server.url}/bytes/${n}`], { core: CLIENT_CORE })
+        : await load.quicBench(qb, 'upload', ['-url', `${server.url}/sink`, '-bytes', String(n)], { core: CLIENT_CORE })
+      out.client = 'quic-go v0.65.0 (benchmark/clients/quic-bench, one stream)'
     }
+    if (out.bytes !== n) throw new Error(`transferred ${out.bytes} of ${n} bytes`)
+    return { ...out, serverCpuMicros: proc.cpuMicros(server.pid) - before, loopbackMtu: mtu() }
+  })
+  if (r) {
+    log(`  ${peer.label}: bulk ${dir}: ${r.gbps.toFixed(2)} Gbit/s (${(n / MiB).toFixed(0)} MiB in ${r.seconds.toFixed(2)} s)`)
+    result.bulk[dir] = r
   }
 }
 
@@ -348,6 +358,10 @@ async function main() {
   log(`${settings.mode} run: peers ${peers.map((p) => p.id).join(', ')}; figures ${[...selectedFigures].join(', ')}; loopback MTU ${results.environment.loopbackMtu}`)
   log(`Node servers on ${results.environment.versions.serverNode?.version ?? `Node ${tools.NODE24_VERSION} (unavailable)`} (--node ${flags.node}); run.js and the HTTP/2 bulk client on ${process.version}`)
 
+  // Every peer is prepared first; then the load figures run interleaved across all of them
+  // (see runSmall); idle connections and connection rates, which start servers of their own,
+  // run per peer at the end.
+  const runs = []
   for (const peer of peers) {
     const result = { label: peer.label, protocol: peer.protocol, status: 'ok', errors: [] }
     results.peers[peer.id] = result
@@ -361,21 +375,34 @@ async function main() {
     if (prep.node) results.environment.versions.peerNode[peer.id] = { bin: prep.node, version: tools.version(prep.node) }
     log(`  ${result.version}`)
     if (peer.protocol === 'h3' && !toolsFound.oha && (selectedFigures.has('small') || selectedFigures.has('latency'))) result.errors.push({ figure: 'small', error: 'oha unavailable' })
-    const needsLoad = selectedFigures.has('small') || selectedFigures.has('latency') || selectedFigures.has('bulk')
-    if (needsLoad) {
-      const server = await attempt(result, 'start', () => startServer(peer, prep, cert))
-      if (server) {
-        try {
-          if (selectedFigures.has('small') || selectedFigures.has('latency')) await runSmall(peer, prep, server, result)
-          if (selectedFigures.has('latency') && alive(server)) await attempt(result, 'latency', () => runLatency(peer, prep, server, result))
-          if (selectedFigures.has('bulk') && alive(server)) await runBulk(peer, prep, server, result)
-          if (!alive(server)) result.errors.push({ figure: 'server', error: `server exited: ${server.stderr().slice(-1000)}` })
-        } finally {
-          await server.stop()
+    runs.push({ peer, prep, result, server: null })
+  }
+  const needsLoad = selectedFigures.has('small') || selectedFigures.has('latency') || selectedFigures.has('bulk')
+  if (needsLoad) {
+    for (const r of runs) r.server = await attempt(r.result, 'start', () => startServer(r.peer, r.prep, cert))
+    const live = runs.filter((r) => r.server)
+    try {
+      if (selectedFigures.has('small') || selectedFigures.has('latency')) await runSmall(live)
+      if (selectedFigures.has('latency')) {
+        log('latency at half of each server\'s peak')
+        for (const r of live) if (alive(r.server)) await attempt(r.result, 'latency', () => runLatency(r.peer, r.prep, r.server, r.result))
+      }
+      if (selectedFigures.has('bulk')) {
+        log('bulk')
+        for (const [k, dir] of ['download', 'upload'].entries()) {
+          for (const r of rotated(live, k)) if (alive(r.server)) await runBulk(r.peer, r.prep, r.server, r.result, dir)
         }
       }
+    } finally {
+      for (const r of live) {
+        if (!alive(r.server)) r.result.errors.push({ figure: 'server', error: `server exited: ${r.server.stderr().slice(-1000)}` })
+        await r.server.stop()
+      }
     }
-    if (peer.protocol === 'h3') {
+  }
+  for (const { peer, prep, result } of runs) {
+    if (peer.protocol === 'h3' && (selectedFigures.has('idle') || selectedFigures.has('connections'))) {
+      log(`== ${peer.label}: connections`)
       if (selectedFigures.has('idle')) await attempt(result, 'idle', () => runIdle(peer, prep, cert, result))
       if (selectedFigures.has('connections')) await attempt(result, 'connections', () => runConnections(peer, prep, cert, result))
     }
