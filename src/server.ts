@@ -141,8 +141,8 @@ class LazyAbort {
  * links it in undici with a listener, a WeakRef and a FinalizationRegistry
  * entry per request: 8-15 µs of server CPU per request under load
  * (`serve({ fetch })` hello world, 4 connections x 64 streams, Node 24,
- * three alternating pairs: 39-47 µs per request with it, 33-36 without),
- * and p99 latency twice as long. The cost of not linking: a `Request` made
+ * alternating runs: 38-47 µs per request with it, 27-34 with this class),
+ * and p99 latency about twice as long. The cost of not linking: a `Request` made
  * with this one as its input (`new Request(request)`, `fetch(request)`)
  * gets a signal of its own; one made with it as its init
  * (`new Request(url, request)`) or given `{ signal: request.signal }`
