@@ -28,6 +28,25 @@ test('a slow JS reader flow-controls the client upload', async (t) => {
   t.true(atStall >= 0 && atStall < 32 * MiB, `pulled ${atStall} bytes during the stall`)
 })
 
+test('body pieces that arrive while JS is busy reach the reader joined, not one chunk per read', async (t) => {
+  const p = await pair(t)
+  const total = 192 * 1024 // under the 256 KiB read window: all of it is read while JS is busy
+  handle(p.server, async (req) => {
+    const until = Date.now() + 500
+    while (Date.now() < until) {} // the JS thread is busy; the body arrives meanwhile
+    const sizes = []
+    for await (const c of req.request.body) sizes.push(c.byteLength)
+    req.respond(Response.json(sizes))
+  })
+  const body = new Uint8Array(total).map((_, i) => i % 251)
+  const res = await p.client.fetch(`${p.base}/up`, { method: 'POST', body })
+  const sizes = await res.json()
+  t.is(sizes.reduce((a, b) => a + b, 0), total)
+  t.log(`${sizes.length} chunks: ${sizes.join(', ')}`)
+  // A single read of QUIC takes at most 64 KiB; a bigger chunk is pieces joined.
+  t.true(Math.max(...sizes) > 64 * 1024, `largest chunk ${Math.max(...sizes)} bytes`)
+})
+
 test('a slow client flow-controls the Response body source', async (t) => {
   const p = await pair(t)
   const total = 128 * MiB

@@ -525,6 +525,65 @@ impl EventSink {
     }
 }
 
+/// Joins the body pieces of a stream that wait in one batch into one piece
+/// each, in place, before the batch crosses to JS.
+///
+/// A stream's body is read whenever packets arrive, a few KiB at a time
+/// (an upload at full speed: about 4 KiB per read); each piece costs JS a
+/// Buffer, a stream chunk and a read. Pieces of a stream that JS has not
+/// taken yet are joined into the first of them, with one exact-size
+/// allocation (pieces that come alone are not copied). The join stops at
+/// any other event of that stream (trailers, a reset) and after a FIN, so
+/// the stream's own order of events is kept; events of other streams and
+/// datagrams are left as they are.
+pub fn join_body_pieces(events: &mut Vec<Event>) {
+    use std::collections::HashMap;
+    if events.len() < 2 {
+        return;
+    }
+    let data = EventKind::Data as u32;
+    // (conn, stream) → index (in the joined list) of its open Data event.
+    let mut open: HashMap<(u32, u64), usize> = HashMap::new();
+    // Index of a joined event → the pieces that follow its own.
+    let mut more: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
+    let mut kept = 0;
+    for i in 0..events.len() {
+        let key = (events[i].conn, events[i].stream);
+        if events[i].kind == data && !events[i].early {
+            if let Some(&at) = open.get(&key) {
+                let e = std::mem::take(&mut events[i]);
+                if let Some(d) = e.data {
+                    more.entry(at).or_default().push(d);
+                }
+                if e.fin {
+                    events[at].fin = true;
+                    open.remove(&key);
+                }
+                continue;
+            }
+            if !events[i].fin {
+                open.insert(key, kept);
+            }
+        } else if !open.is_empty() {
+            open.remove(&key);
+        }
+        events.swap(kept, i);
+        kept += 1;
+    }
+    events.truncate(kept);
+    for (at, pieces) in more {
+        let e = &mut events[at];
+        let first = e.data.take().unwrap_or_default();
+        let total = first.len() + pieces.iter().map(Vec::len).sum::<usize>();
+        let mut joined = Vec::with_capacity(total);
+        joined.extend_from_slice(&first);
+        for p in &pieces {
+            joined.extend_from_slice(p);
+        }
+        e.data = Some(joined);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,5 +700,101 @@ mod tests {
             reply.try_recv(),
             Err(std::sync::mpsc::TryRecvError::Disconnected)
         );
+    }
+
+    fn data(conn: u32, stream: u64, bytes: &[u8], fin: bool) -> Event {
+        let mut e = Event::new(EventKind::Data, conn, stream);
+        e.data = Some(bytes.to_vec());
+        e.fin = fin;
+        e
+    }
+
+    fn shape(events: &[Event]) -> Vec<(u32, u32, u64, Vec<u8>, bool)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.kind,
+                    e.conn,
+                    e.stream,
+                    e.data.clone().unwrap_or_default(),
+                    e.fin,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn body_pieces_of_a_stream_in_one_batch_become_one_piece_in_their_order() {
+        let d = EventKind::Data as u32;
+        let mut events = vec![
+            data(1, 0, b"ab", false),
+            data(1, 4, b"x", false),
+            data(2, 0, b"other connection", false),
+            data(1, 0, b"cd", false),
+            Event::new(EventKind::Sent, 1, 8),
+            data(1, 4, b"y", true),
+            data(1, 0, b"ef", true),
+        ];
+        join_body_pieces(&mut events);
+        assert_eq!(
+            shape(&events),
+            vec![
+                (d, 1, 0, b"abcdef".to_vec(), true),
+                (d, 1, 4, b"xy".to_vec(), true),
+                (d, 2, 0, b"other connection".to_vec(), false),
+                (EventKind::Sent as u32, 1, 8, vec![], false),
+            ]
+        );
+        // One allocation of the joined size.
+        assert_eq!(events[0].data.as_ref().unwrap().capacity(), 6);
+    }
+
+    #[test]
+    fn joining_stops_at_any_other_event_of_the_stream_and_after_its_fin() {
+        let d = EventKind::Data as u32;
+        let mut reset = Event::new(EventKind::Reset, 1, 0);
+        reset.code = 0x10c;
+        let mut dgram = Event::new(EventKind::Datagram, 1, 4);
+        dgram.data = Some(b"datagram".to_vec());
+        let mut events = vec![
+            data(1, 0, b"a", false),
+            reset,
+            data(1, 0, b"b", false),
+            data(1, 4, b"c", true),
+            data(1, 4, b"d", false),
+            dgram,
+            data(1, 4, b"e", false),
+        ];
+        join_body_pieces(&mut events);
+        assert_eq!(
+            shape(&events),
+            vec![
+                (d, 1, 0, b"a".to_vec(), false),
+                (EventKind::Reset as u32, 1, 0, vec![], false),
+                (d, 1, 0, b"b".to_vec(), false),
+                (d, 1, 4, b"c".to_vec(), true),
+                (d, 1, 4, b"d".to_vec(), false),
+                (
+                    EventKind::Datagram as u32,
+                    1,
+                    4,
+                    b"datagram".to_vec(),
+                    false
+                ),
+                (d, 1, 4, b"e".to_vec(), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_piece_that_comes_alone_is_not_copied() {
+        let mut events = vec![
+            data(1, 0, b"alone", false),
+            Event::new(EventKind::Sent, 1, 4),
+        ];
+        let before = events[0].data.as_ref().unwrap().as_ptr();
+        join_body_pieces(&mut events);
+        assert_eq!(events[0].data.as_ref().unwrap().as_ptr(), before);
     }
 }

@@ -187,7 +187,8 @@ fn take_parts(text: &str, n: usize) -> (&str, &str) {
     (text, "")
 }
 
-fn to_batch(events: Vec<bridge::Event>) -> NativeBatch {
+fn to_batch(mut events: Vec<bridge::Event>) -> NativeBatch {
+    bridge::join_body_pieces(&mut events);
     let mut meta = Vec::with_capacity(events.len() * 5);
     let (mut data, mut headers, mut texts, mut infos) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
