@@ -26,6 +26,7 @@ const { values: flags } = parseArgs({
     node: { type: 'string', default: '24' },
     figures: { type: 'string' },
     seconds: { type: 'string' },
+    rounds: { type: 'string' },
     'bulk-bytes': { type: 'string' },
     idle: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
@@ -36,7 +37,7 @@ const { values: flags } = parseArgs({
 
 if (flags.help) {
   console.log(`usage: node benchmark/run.js [--quick] [--peers ${PEERS.map((p) => p.id).join(',')}]
-       [--node 24|current] [--figures ${FIGURES.join(',')}] [--seconds N] [--bulk-bytes N] [--idle N] [--no-pin] [--out DIR]
+       [--node 24|current] [--figures ${FIGURES.join(',')}] [--seconds N] [--rounds N] [--bulk-bytes N] [--idle N] [--no-pin] [--out DIR]
 
   --node 24       (default) the h3node peers and node-http2 run on Node ${tools.NODE24_VERSION}, the binary
                   currentspace runs on (installed into ${tools.cache} when missing)
@@ -52,6 +53,9 @@ const settings = {
   mode: quick ? 'quick' : 'full',
   seconds: Number(flags.seconds ?? (quick ? 3 : 5)),
   warmupSeconds: quick ? 1 : 2,
+  // Small-request steps, half-load latency and bulk transfers are measured this many times,
+  // interleaved; each figure is the median round (benchmark/README.md, "Rounds").
+  rounds: Number(flags.rounds ?? (quick ? 1 : 3)),
   // [concurrent streams, connections]: streams are spread evenly over the connections.
   steps: quick
     ? [[1, 1], [16, 1], [64, 1], [256, 4]]
@@ -72,6 +76,8 @@ const selectedPeers = flags.peers ? flags.peers.split(',').map((s) => s.trim()) 
 const selectedFigures = new Set(flags.figures ? flags.figures.split(',').map((s) => s.trim()) : FIGURES)
 for (const id of selectedPeers) if (!PEERS.some((p) => p.id === id)) throw new Error(`unknown peer ${id}`)
 for (const f of selectedFigures) if (!FIGURES.includes(f)) throw new Error(`unknown figure ${f}`)
+
+if (!Number.isInteger(settings.rounds) || settings.rounds < 1) throw new Error(`--rounds takes a whole number >= 1, not ${flags.rounds}`)
 
 const SERVER_CORE = settings.cores?.server
 const CLIENT_CORE = settings.cores?.client
@@ -172,22 +178,38 @@ function rotated(list, k) {
   return list.map((_, i) => list[(i + k) % list.length])
 }
 
+/**
+ * The median of a figure's rounds: the whole record of the middle round by `key` (the lower
+ * middle for an even count), with every round's value of `key` kept as `rounds`.
+ */
+function medianRound(list, key) {
+  const ok = list.filter((m) => m && Number.isFinite(m[key]))
+  if (!ok.length) return null
+  const sorted = [...ok].sort((a, b) => a[key] - b[key])
+  const mid = sorted[Math.floor((sorted.length - 1) / 2)]
+  return { ...mid, rounds: ok.map((m) => m[key]), failedRounds: list.length - ok.length }
+}
+
 async function runSmall(runs) {
   log(`small requests: warm-up ${settings.warmupSeconds}s each`)
   for (const r of runs) {
-    r.result.small = []
+    r.smallRounds = settings.steps.map(() => [])
     await attempt(r.result, 'small:warmup', () => smallStep(r.peer, r.prep, r.server, [16, 1], { seconds: settings.warmupSeconds }))
   }
-  for (const [k, step] of settings.steps.entries()) {
-    log(`  ${String(step[0]).padStart(3)} streams / ${String(step[1]).padStart(2)} conn`)
-    for (const r of rotated(runs, k)) {
-      if (!alive(r.server)) continue
-      const m = await attempt(r.result, `small:${step[0]}x${step[1]}`, () => smallStep(r.peer, r.prep, r.server, step))
-      if (m) {
-        log(`    ${r.peer.label}: ${Math.round(m.reqPerSec)} req/s, ${m.serverCpuMicrosPerRequest?.toFixed(1)} µs/req server CPU, client CPU ${(m.clientCpuShare * 100).toFixed(0)}%${m.errors ? `, ${m.errors} errors` : ''}`)
-        r.result.small.push(m)
-      } else r.result.small.push({ streams: step[0], connections: step[1], failed: true })
+  for (let round = 0; round < settings.rounds; round++) {
+    if (settings.rounds > 1) log(`  round ${round + 1} of ${settings.rounds}`)
+    for (const [k, step] of settings.steps.entries()) {
+      log(`  ${String(step[0]).padStart(3)} streams / ${String(step[1]).padStart(2)} conn`)
+      for (const r of rotated(runs, k + round)) {
+        if (!alive(r.server)) continue
+        const m = await attempt(r.result, `small:${step[0]}x${step[1]}`, () => smallStep(r.peer, r.prep, r.server, step))
+        if (m) log(`    ${r.peer.label}: ${Math.round(m.reqPerSec)} req/s, ${m.serverCpuMicrosPerRequest?.toFixed(1)} µs/req server CPU, client CPU ${(m.clientCpuShare * 100).toFixed(0)}%${m.errors ? `, ${m.errors} errors` : ''}`)
+        r.smallRounds[k].push(m && m.reqPerSec > 0 ? m : null)
+      }
     }
+  }
+  for (const r of runs) {
+    r.result.small = settings.steps.map(([streams, connections], k) => medianRound(r.smallRounds[k], 'reqPerSec') ?? { streams, connections, failed: true })
   }
 }
 
@@ -198,12 +220,11 @@ async function runLatency(peer, prep, server, result) {
   const qps = Math.max(1, Math.round(peak.reqPerSec / 2))
   const r = await smallStep(peer, prep, server, [peak.streams, peak.connections], { qps })
   log(`  ${peer.label}: half load (${qps} req/s on ${peak.streams}x${peak.connections}): p50 ${r.p50Ms?.toFixed(2)} ms, p99 ${r.p99Ms?.toFixed(2)} ms`)
-  result.latency = { ...r, targetRate: qps, peakRate: peak.reqPerSec }
+  return { ...r, targetRate: qps, peakRate: peak.reqPerSec }
 }
 
 async function runBulk(peer, prep, server, result, dir) {
   const n = settings.bulkBytes
-  result.bulk ??= {}
   const r = await attempt(result, `bulk:${dir}`, async () => {
     const before = proc.cpuMicros(server.pid)
     let out
@@ -220,10 +241,8 @@ async function runBulk(peer, prep, server, result, dir) {
     if (out.bytes !== n) throw new Error(`transferred ${out.bytes} of ${n} bytes`)
     return { ...out, serverCpuMicros: proc.cpuMicros(server.pid) - before, loopbackMtu: mtu() }
   })
-  if (r) {
-    log(`  ${peer.label}: bulk ${dir}: ${r.gbps.toFixed(2)} Gbit/s (${(n / MiB).toFixed(0)} MiB in ${r.seconds.toFixed(2)} s)`)
-    result.bulk[dir] = r
-  }
+  if (r) log(`  ${peer.label}: bulk ${dir}: ${r.gbps.toFixed(2)} Gbit/s (${(n / MiB).toFixed(0)} MiB in ${r.seconds.toFixed(2)} s)`)
+  return r
 }
 
 async function runIdle(peer, prep, cert, result) {
@@ -384,13 +403,29 @@ async function main() {
     try {
       if (selectedFigures.has('small') || selectedFigures.has('latency')) await runSmall(live)
       if (selectedFigures.has('latency')) {
-        log('latency at half of each server\'s peak')
-        for (const r of live) if (alive(r.server)) await attempt(r.result, 'latency', () => runLatency(r.peer, r.prep, r.server, r.result))
+        log('latency at half of each server\'s peak (the median round of its peak step)')
+        const rounds = new Map(live.map((r) => [r, []]))
+        for (let round = 0; round < settings.rounds; round++) {
+          for (const r of rotated(live, round)) if (alive(r.server)) rounds.get(r).push(await attempt(r.result, 'latency', () => runLatency(r.peer, r.prep, r.server, r.result)))
+        }
+        for (const r of live) {
+          const m = medianRound(rounds.get(r), 'p99Ms')
+          if (m) r.result.latency = m
+        }
       }
       if (selectedFigures.has('bulk')) {
         log('bulk')
-        for (const [k, dir] of ['download', 'upload'].entries()) {
-          for (const r of rotated(live, k)) if (alive(r.server)) await runBulk(r.peer, r.prep, r.server, r.result, dir)
+        const rounds = new Map(live.map((r) => [r, { download: [], upload: [] }]))
+        for (let round = 0; round < settings.rounds; round++) {
+          for (const [k, dir] of ['download', 'upload'].entries()) {
+            for (const r of rotated(live, k + round)) if (alive(r.server)) rounds.get(r)[dir].push(await runBulk(r.peer, r.prep, r.server, r.result, dir))
+          }
+        }
+        for (const r of live) {
+          for (const dir of ['download', 'upload']) {
+            const m = medianRound(rounds.get(r)[dir], 'gbps')
+            if (m) (r.result.bulk ??= {})[dir] = m
+          }
         }
       }
     } finally {

@@ -90,7 +90,7 @@ function markdown(results) {
   // The servers' Node (--node) can differ from the Node running run.js: name both.
   const serverNode = env.versions.serverNode?.version ?? env.versions.node
   L.push(`${results.date} · ${env.cpuModel} · ${env.cores} cores · loopback MTU ${env.loopbackMtu} · Node servers on ${serverNode}${serverNode === env.versions.node ? '' : ` (run.js on ${env.versions.node})`} · ${env.versions.oha ?? 'no oha'} · ${env.versions.h2load ?? 'no h2load'}`, '')
-  L.push(`Server pinned to core ${env.pinning?.serverCore ?? '—'}, load generator to core ${env.pinning?.loadGeneratorCore ?? '—'}. Load average at start ${env.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}${env.loadAverageAtStart[0] > 0.5 ? ' (the machine was busy: figures are noisy)' : ''}. ${settings.seconds} s per step; every figure below was taken at loopback MTU ${env.loopbackMtu}. Command: \`${results.command}\`.`, '')
+  L.push(`Server pinned to core ${env.pinning?.serverCore ?? '—'}, load generator to core ${env.pinning?.loadGeneratorCore ?? '—'}. Load average at start ${env.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}${env.loadAverageAtStart[0] > 0.5 ? ' (the machine was busy: figures are noisy)' : ''}. ${settings.seconds} s per step; ${(settings.rounds ?? 1) > 1 ? `small requests, half-load latency and bulk were measured in ${settings.rounds} interleaved rounds and each figure is the median round (the spread of the small-request rounds is in brackets)` : 'one round'}; every figure below was taken at loopback MTU ${env.loopbackMtu}. Command: \`${results.command}\`.`, '')
 
   L.push('## Targets', '')
   L.push('| target | h3node for await | h3node serve({fetch}) |', '|---|---|---|')
@@ -124,7 +124,8 @@ function markdown(results) {
       const s = (peers[id].small || []).find((x) => x.streams === streams && x.connections === conns)
       if (!s) return '—'
       if (s.failed) return 'failed'
-      return `${fmt(s.reqPerSec, 0)} · ${fmt(s.serverCpuMicrosPerRequest, 1)} µs · ${(s.clientCpuShare * 100).toFixed(0)}%${s.errors ? ` · ${s.errors} err` : ''}`
+      const spread = s.rounds?.length > 1 ? ` (${fmt(Math.min(...s.rounds), 0)}–${fmt(Math.max(...s.rounds), 0)})` : ''
+      return `${fmt(s.reqPerSec, 0)}${spread} · ${fmt(s.serverCpuMicrosPerRequest, 1)} µs · ${(s.clientCpuShare * 100).toFixed(0)}%${s.errors ? ` · ${s.errors} err` : ''}`
     }).join(' | ')} |`)
   }
   L.push('')
