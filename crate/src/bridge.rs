@@ -4,6 +4,7 @@
 //! Nothing here knows about napi; `lib.rs` converts these to JS values.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -391,6 +392,55 @@ impl Drop for ConnHandle {
     }
 }
 
+/// Commands of one `submit`, grouped by connection in first-seen order;
+/// each connection's commands keep their order. A turn that answers requests
+/// of several connections interleaves them; grouped, each connection is
+/// looked up, locked and woken once per turn instead of once per response.
+#[derive(Default)]
+pub struct ByConnection {
+    groups: Vec<(u32, Vec<Command>)>,
+    /// Index of each connection's group, built once there are many.
+    index: HashMap<u32, usize>,
+    last: usize,
+}
+
+impl ByConnection {
+    /// Groups this small are searched; larger ones go through `index`.
+    const LINEAR: usize = 8;
+
+    pub fn push(&mut self, conn: u32, cmd: Command) {
+        let at = match self.groups.get(self.last) {
+            Some(g) if g.0 == conn => Some(self.last),
+            _ if self.groups.len() <= Self::LINEAR => self.groups.iter().position(|g| g.0 == conn),
+            _ => {
+                if self.index.is_empty() {
+                    self.index = self
+                        .groups
+                        .iter()
+                        .enumerate()
+                        .map(|(i, g)| (g.0, i))
+                        .collect();
+                }
+                self.index.get(&conn).copied()
+            }
+        };
+        let at = at.unwrap_or_else(|| {
+            self.groups.push((conn, Vec::new()));
+            let i = self.groups.len() - 1;
+            if !self.index.is_empty() {
+                self.index.insert(conn, i);
+            }
+            i
+        });
+        self.groups[at].1.push(cmd);
+        self.last = at;
+    }
+
+    pub fn into_groups(self) -> impl Iterator<Item = (u32, Vec<Command>)> {
+        self.groups.into_iter()
+    }
+}
+
 /// Called once per batch: wakes the JS thread, which then takes the batch.
 pub type Notify = Box<dyn Fn() + Send + Sync>;
 
@@ -537,7 +587,6 @@ impl EventSink {
 /// the stream's own order of events is kept; events of other streams and
 /// datagrams are left as they are.
 pub fn join_body_pieces(events: &mut Vec<Event>) {
-    use std::collections::HashMap;
     if events.len() < 2 {
         return;
     }
@@ -647,6 +696,60 @@ mod tests {
         let (a, wakes) = counting_sink();
         a.push(Event::new(EventKind::ServerClosed, 0, 0));
         assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    }
+
+    /// (connection, streams in order) of each group.
+    fn grouped(ops: &[(u32, u64)]) -> Vec<(u32, Vec<u64>)> {
+        let mut g = ByConnection::default();
+        for &(conn, stream) in ops {
+            g.push(conn, grant(stream));
+        }
+        g.into_groups()
+            .map(|(conn, cmds)| {
+                let ids = cmds
+                    .iter()
+                    .map(|c| match c {
+                        Command::Grant { stream, .. } => *stream,
+                        _ => u64::MAX,
+                    })
+                    .collect();
+                (conn, ids)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn commands_group_by_connection_in_first_seen_order_keeping_each_ones_order() {
+        assert_eq!(
+            grouped(&[(7, 0), (3, 0), (7, 4), (7, 8), (3, 4), (9, 0), (3, 8)]),
+            [(7, vec![0, 4, 8]), (3, vec![0, 4, 8]), (9, vec![0])]
+        );
+        // Past the linear search, through the index: 40 connections, three
+        // rounds of one command each, and connections added after the index
+        // was built.
+        let mut ops = Vec::new();
+        for round in 0..3u64 {
+            for conn in 0..40u32 {
+                ops.push((conn, round * 4));
+            }
+        }
+        ops.push((100, 0));
+        ops.push((5, 12));
+        ops.push((100, 4));
+        let want: Vec<(u32, Vec<u64>)> = (0..40u32)
+            .map(|c| {
+                (
+                    c,
+                    if c == 5 {
+                        vec![0, 4, 8, 12]
+                    } else {
+                        vec![0, 4, 8]
+                    },
+                )
+            })
+            .chain([(100, vec![0, 4])])
+            .collect();
+        assert_eq!(grouped(&ops), want);
     }
 
     #[test]

@@ -471,8 +471,7 @@ macro_rules! connection_commands {
             pub fn submit(&self, ops: Float64Array, text: String, bytes: &[u8]) {
                 let mut text = text.as_str();
                 let mut bytes = bytes;
-                let mut target: Option<(u32, Option<Arc<bridge::ConnHandle>>)> = None;
-                let mut run = Vec::new();
+                let mut groups = bridge::ByConnection::default();
                 for op in ops.chunks_exact(5) {
                     let (conn, stream, arg, fin) =
                         (op[1] as u32, op[2] as u64, op[3], op[4] != 0.0);
@@ -513,19 +512,15 @@ macro_rules! connection_commands {
                         },
                         _ => continue,
                     };
-                    // A run of commands for one connection looks it up once
-                    // and is queued under one lock with one wake-up.
-                    if target.as_ref().is_none_or(|t| t.0 != conn) {
-                        if let Some((_, Some(c))) = &target {
-                            c.commands(&mut run);
-                        }
-                        run.clear();
-                        target = Some((conn, self.conn(conn)));
-                    }
-                    run.push(cmd);
+                    groups.push(conn, cmd);
                 }
-                if let Some((_, Some(c))) = &target {
-                    c.commands(&mut run);
+                // Each connection is looked up once and its commands are
+                // queued under one lock with one wake-up, however the
+                // connections interleave in `ops`.
+                for (conn, mut cmds) in groups.into_groups() {
+                    if let Some(c) = self.conn(conn) {
+                        c.commands(&mut cmds);
+                    }
                 }
             }
 

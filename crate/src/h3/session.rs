@@ -13,6 +13,7 @@
 //!   outstanding bytes under a high-water mark.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use quiche::h3::qpack;
@@ -28,6 +29,37 @@ use crate::bridge::{DgramStats, Event, EventKind};
 
 /// The quiche connection type tokio-quiche hands to applications.
 pub type QConn = tokio_quiche::quic::QuicheConnection;
+
+/// Maps keyed by stream id, hashed by [`IdHasher`].
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// Hashes a stream id with one multiplication. Stream ids are chosen by the
+/// peer, but only within the stream limits this side grants, so they cannot
+/// be aimed at one bucket the way arbitrary keys could; the default SipHash
+/// cost more than the lookups it protected (measured: 1.4% of the I/O
+/// thread under small requests).
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the product's high bits are well mixed (the
+        // table's tag bits); folded down, so are the low (its index bits),
+        // which for ids that are all multiples of 4 would otherwise be 0.
+        let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// Which end of the connection this session is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -391,8 +423,8 @@ pub struct Session {
     role: Role,
     conn: u32,
     limits: Limits,
-    streams: HashMap<u64, ReqStream>,
-    uni: HashMap<u64, UniStream>,
+    streams: IdMap<ReqStream>,
+    uni: IdMap<UniStream>,
     control_out: Option<u64>,
     peer_control: Option<u64>,
     peer_encoder: Option<u64>,
@@ -419,7 +451,7 @@ pub struct Session {
     /// [`Session::release_scratch`]: an idle connection holds none.
     scratch: Vec<u8>,
     early: bool,
-    wt: HashMap<u64, WtSession>,
+    wt: IdMap<WtSession>,
     /// Streams naming a session not seen yet: `(session, stream)`.
     orphans: Vec<(u64, u64)>,
     /// Streams parked in `wt` sessions and `orphans`.
@@ -461,8 +493,8 @@ impl Session {
             role,
             conn,
             limits,
-            streams: HashMap::new(),
-            uni: HashMap::new(),
+            streams: IdMap::default(),
+            uni: IdMap::default(),
             control_out: None,
             peer_control: None,
             peer_encoder: None,
@@ -479,7 +511,7 @@ impl Session {
             events: Vec::new(),
             scratch: Vec::new(),
             early: false,
-            wt: HashMap::new(),
+            wt: IdMap::default(),
             orphans: Vec::new(),
             buffered: 0,
             ended: VecDeque::new(),
@@ -2390,7 +2422,7 @@ fn check_encoder_stream(data: &[u8]) -> ConnResult<()> {
     ))
 }
 
-fn st_kind(uni: &HashMap<u64, UniStream>, id: u64) -> UniKind {
+fn st_kind(uni: &IdMap<UniStream>, id: u64) -> UniKind {
     uni.get(&id).map_or(UniKind::Ignored, |s| s.kind)
 }
 

@@ -1102,3 +1102,16 @@ fn a_request_stopped_before_it_is_read_ends_when_the_application_answers() {
     );
     assert_eq!(p.s.active_requests(), 0);
 }
+
+#[test]
+fn stream_id_hashes_spread_over_the_low_and_the_high_bits() {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let b = BuildHasherDefault::<super::session::IdHasher>::default();
+    // Client bidi ids are all multiples of 4: the low bits a table indexes
+    // by, and the high bits it tags with, must still take every value.
+    let hashes: Vec<u64> = (0..256u64).map(|i| b.hash_one(i * 4)).collect();
+    let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 15).collect();
+    let high: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+    assert_eq!(low.len(), 16);
+    assert!(high.len() > 100, "only {} of 128 tags", high.len());
+}
