@@ -60,6 +60,7 @@ test.before(async () => {
     async fetch(request, info) {
       const { pathname } = new URL(request.url)
       if (pathname === '/') return new Response('ok')
+      if (pathname === '/url') return new Response(request.url)
       if (pathname === '/echo') return new Response(String((await request.arrayBuffer()).byteLength))
       if (pathname === '/stats') return new Response(JSON.stringify(await server.stats(info.connection.id)))
       const m = /^\/bytes\/(\d+)$/.exec(pathname)
@@ -251,13 +252,14 @@ test.serial('more than maxHeaderCount (128) fields gets 431; exactly 128 is serv
   await settled(t)
 })
 
-test.serial('malformed request heads (missing or bad pseudo-headers) are stream errors H3_MESSAGE_ERROR; the connection serves on', async (t) => {
+test.serial('malformed request heads (missing or bad pseudo-headers) are stream errors H3_MESSAGE_ERROR; the connection serves on; Host in place of :authority is served', async (t) => {
   const r = await raw('missing-pseudo')
   logProbes(t, r)
   for (const name of ['no-path', 'no-method', 'uppercase-field-name', 'uppercase-pseudo-name',
     'pseudo-after-regular', 'duplicate-method', 'unknown-pseudo', 'connection-specific-field']) {
     streamError(t, r, name, H3.MESSAGE_ERROR)
   }
+  answered(t, r, 'host-not-authority', 200, 'https://host.example:8443/url?q=1')
   followUp(t, r)
   await settled(t)
 })

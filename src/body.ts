@@ -83,6 +83,9 @@ export class IncomingBody {
   }
 }
 
+/** The zero-length write that carries a body's FIN. */
+const EMPTY = new Uint8Array(0)
+
 export class OutgoingBody {
   #outstanding = 0
   #wake: (() => void) | null = null
@@ -146,7 +149,7 @@ export class OutgoingBody {
       }
       const t = trailers?.()
       if (t && t.length > 0) this.#port.sendHeaders(t, true)
-      else this.#port.write(new Uint8Array(0), true)
+      else this.#port.write(EMPTY, true)
     } catch (err) {
       if (this.#failed === undefined) {
         // The source failed mid-body: the peer must not take a truncated

@@ -11,7 +11,7 @@ import { isIP } from 'node:net'
 
 import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, commandQueue, dispatchAll, sessionPort, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, commandQueue, dispatchAll, sessionPort, splitSection, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
 import { resolveTransport, type TransportOptions } from './options'
 import type { ConnectionStats } from './server'
 import { WebTransportSession, type SessionLimits } from './webtransport'
@@ -322,7 +322,7 @@ export class Client implements AsyncDisposable {
     switch (e.kind) {
       case Ev.Headers: {
         if (!own) return false
-        const f = e.headers ?? []
+        const f = splitSection(e.section)
         const status = Number(f[f.indexOf(':status') + 1])
         if (status >= 200 && status < 300) {
           // The flow id takes the first bytes of each datagram.
@@ -420,7 +420,7 @@ export class Client implements AsyncDisposable {
     if (!p) return
     switch (e.kind) {
       case Ev.Headers: {
-        const f = e.headers ?? []
+        const f = splitSection(e.section)
         const headers = toHeaders(f)
         const status = Number(f[f.indexOf(':status') + 1])
         const nullBody = e.fin || p.method === 'HEAD' || status === 204 || status === 304
@@ -457,7 +457,7 @@ export class Client implements AsyncDisposable {
         }
         break
       case Ev.Trailers: {
-        p.trailers = toHeaders(e.headers ?? [])
+        p.trailers = toHeaders(splitSection(e.section))
         break
       }
       case Ev.Reset:

@@ -20,7 +20,8 @@ export interface NativeEvent {
   fin: boolean
   early: boolean
   data: Buffer | undefined
-  headers: string[] | undefined
+  /** A header section: names and values joined with NUL (see {@link splitSection}). */
+  section: string | undefined
   text: string | undefined
   /** Connection facts (ConnOpen, PeerAddress). */
   info: Binding.NativeConnInfo | undefined
@@ -29,7 +30,8 @@ export interface NativeEvent {
 /**
  * Takes the events the native side queued, unpacking its batch (five
  * numbers per event in one Float64Array; data, header sections, texts and
- * connection facts in arrays of their own, in event order). One N-API call
+ * connection facts in arrays of their own, in event order). Header sections
+ * stay joined (see {@link splitSection}). One N-API call
  * per batch, plain objects of one shape for the dispatchers.
  */
 export function takeEvents(n: { takeBatch(): Binding.NativeBatch }): NativeEvent[] {
@@ -42,11 +44,6 @@ export function takeEvents(n: { takeBatch(): Binding.NativeBatch }): NativeEvent
   let f = 0
   for (let i = 0, j = 0; j < m.length; i++, j += 5) {
     const flags = m[j + 4]
-    let headers: string[] | undefined
-    if (flags & 8) {
-      const joined = b.headers[h++]
-      headers = joined === '' ? [] : joined.split('\0')
-    }
     out[i] = {
       kind: m[j],
       conn: m[j + 1],
@@ -55,12 +52,21 @@ export function takeEvents(n: { takeBatch(): Binding.NativeBatch }): NativeEvent
       fin: (flags & 1) !== 0,
       early: (flags & 2) !== 0,
       data: flags & 4 ? b.data[d++] : undefined,
-      headers,
+      section: flags & 8 ? b.headers[h++] : undefined,
       text: flags & 16 ? b.texts[x++] : undefined,
       info: flags & 32 ? b.infos[f++] : undefined,
     }
   }
   return out
+}
+
+/**
+ * A header section as names and values, alternating. Split only where the
+ * list is needed: a request's URL is read off the section's front, and
+ * splitting every request's section cost about 5,000 instructions.
+ */
+export function splitSection(section: string | undefined): string[] {
+  return section ? section.split('\0') : []
 }
 
 export const enum Ev {
@@ -141,6 +147,10 @@ export class CommandQueue {
   #bytes = Buffer.allocUnsafeSlow(QUEUED_BYTES)
   #nbytes = 0
   #scheduled = false
+  /** Counts flushes: an op index is valid only within its generation. */
+  #generation = 0
+  /** Index in the queue of the last op pushed, -1 if the last call queued none. */
+  #lastOp = -1
   #flushSoon = (): void => {
     this.#scheduled = false
     this.flush()
@@ -164,6 +174,7 @@ export class CommandQueue {
     ops[i + 3] = arg
     ops[i + 4] = fin ? 1 : 0
     this.#nops = i + 5
+    this.#lastOp = i
     if (!this.#scheduled) {
       this.#scheduled = true
       setImmediate(this.#flushSoon)
@@ -181,12 +192,37 @@ export class CommandQueue {
     const n = data.byteLength
     if (n > QUEUED_WRITE_MAX) {
       this.flush()
+      this.#lastOp = -1
       return this.#n.write(conn, stream, data, fin)
     }
     if (this.#nbytes + n > QUEUED_BYTES) this.flush()
     this.#bytes.set(data, this.#nbytes)
     this.#nbytes += n
     return this.#push(Op.Write, conn, stream, n, fin)
+  }
+
+  /** Index of the last op queued, -1 if the last write went to the native side at once. */
+  get lastOp(): number {
+    return this.#lastOp
+  }
+
+  /** Which flush the queued ops belong to (see {@link finish}). */
+  get generation(): number {
+    return this.#generation
+  }
+
+  /**
+   * Sets FIN on the head or write op at `at` (see {@link lastOp}) if it is
+   * still queued and has none yet; false otherwise. A body's end then costs
+   * no command of its own: the native side sends the FIN with the stream's
+   * last bytes, whatever other streams queued in between.
+   */
+  finish(at: number, generation: number): boolean {
+    if (at < 0 || generation !== this.#generation || at >= this.#nops) return false
+    const ops = this.#ops
+    if ((ops[at] !== Op.Write && ops[at] !== Op.Headers) || ops[at + 4] !== 0) return false
+    ops[at + 4] = 1
+    return true
   }
 
   grant(conn: number, stream: number, bytes: number): boolean {
@@ -210,6 +246,7 @@ export class CommandQueue {
     this.#nops = 0
     this.#parts = []
     this.#nbytes = 0
+    this.#generation++
     this.#n.submit(ops, text, bytes)
   }
 }
@@ -237,19 +274,41 @@ export function streamPort(n: NativeStreams, conn: number, stream: number, cance
 
 /** One object per stream, not five closures: a port is made for every request. */
 class QueuedStreamPort implements StreamPort {
-  constructor(
-    private readonly q: CommandQueue,
-    private readonly conn: number,
-    private readonly stream: number,
-    private readonly cancelWithReset: boolean,
-  ) {}
+  // `declare`d and assigned, not parameter properties: those compile to
+  // class fields, which V8 defines through its slow path on every request.
+  declare private readonly q: CommandQueue
+  declare private readonly conn: number
+  declare private readonly stream: number
+  declare private readonly cancelWithReset: boolean
+
+  constructor(q: CommandQueue, conn: number, stream: number, cancelWithReset: boolean) {
+    this.q = q
+    this.conn = conn
+    this.stream = stream
+    this.cancelWithReset = cancelWithReset
+  }
+
+  /** This stream's last head or write op in the queue, and its generation. */
+  #at = -1
+  #generation = -1
 
   write(data: Uint8Array, fin: boolean): boolean {
-    return this.q.write(this.conn, this.stream, data, fin)
+    // The end of a body rides on the stream's last op when it is still queued.
+    if (fin && data.byteLength === 0 && this.q.finish(this.#at, this.#generation)) return true
+    const ok = this.q.write(this.conn, this.stream, data, fin)
+    this.#note()
+    return ok
   }
 
   sendHeaders(h: string[], fin: boolean): boolean {
-    return this.q.headers(this.conn, this.stream, h, fin)
+    const ok = this.q.headers(this.conn, this.stream, h, fin)
+    this.#note()
+    return ok
+  }
+
+  #note(): void {
+    this.#at = this.q.lastOp
+    this.#generation = this.q.generation
   }
 
   grant(bytes: number): boolean {
@@ -257,10 +316,12 @@ class QueuedStreamPort implements StreamPort {
   }
 
   reset(code: number): boolean {
+    this.#at = -1
     return this.q.reset(this.conn, this.stream, code)
   }
 
   stopSending(code: number): boolean {
+    if (this.cancelWithReset) this.#at = -1
     return this.cancelWithReset ? this.q.reset(this.conn, this.stream, H3_REQUEST_CANCELLED) : this.q.stopSending(this.conn, this.stream, code)
   }
 }

@@ -10,7 +10,7 @@ import { isIP } from 'node:net'
 import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
 import { generateDevCertificate, type DevCertificate } from './cert'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, commandQueue, dispatchAll, sessionPort, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, commandQueue, dispatchAll, sessionPort, splitSection, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
 import { checkBoolean, checkInteger, resolveTransport, type TransportOptions } from './options'
 import { Inbox } from './inbox'
 import { DatagramDuplexStream, WebTransportSession, type SessionLimits } from './webtransport'
@@ -194,47 +194,76 @@ type StreamState = {
  * `request` is a standard `Request`; answer with {@link respond}.
  */
 export class IncomingRequest {
+  // `declare`d and assigned in the constructor: a class field would be
+  // defined on every request through V8's slow define path (measured: about
+  // 600 instructions per field).
   /** The connection the request arrived on. */
-  readonly connection: ConnectionInfo
+  declare readonly connection: ConnectionInfo
   /** Whether the request arrived in 0-RTT early data (replayable). */
-  readonly earlyData: boolean
+  declare readonly earlyData: boolean
   /** The QUIC stream id of the request. */
-  readonly streamId: number
+  declare readonly streamId: number
   #server: Server
-  #fields: string[]
+  /** The header section as it crossed: names and values joined with NUL. */
+  #section: string
+  /** `#section` split, on first need (most handlers never read headers). */
+  #fields: string[] | null = null
   #request: Request | null = null
   #state: StreamState
   #responded = false
   #trailers: Headers | null = null
-  #method: string
+  #method = 'GET'
   #url: string
   #protocol: string | null = null
 
-  /** @internal */
-  constructor(server: Server, conn: ConnectionInfo, stream: number, fields: string[], early: boolean, state: StreamState) {
+  /** @internal `section`: the header section, names and values joined with NUL, pseudo-headers first. */
+  constructor(server: Server, conn: ConnectionInfo, stream: number, section: string, early: boolean, state: StreamState) {
     this.#server = server
     this.connection = conn
     this.streamId = stream
-    this.#fields = fields
+    this.#section = section
     this.earlyData = early
     this.#state = state
-    let method = 'GET'
     let scheme = 'https'
     let authority = ''
     let path = '/'
-    let host = ''
-    for (let i = 0; i < fields.length; i += 2) {
-      const n = fields[i]
-      if (n === ':method') method = fields[i + 1]
-      else if (n === ':scheme') scheme = fields[i + 1]
-      else if (n === ':authority') authority = fields[i + 1]
-      else if (n === ':path') path = fields[i + 1]
-      else if (n === 'host') host = fields[i + 1]
-      else if (n === ':protocol') this.#protocol = fields[i + 1]
+    // Pseudo-headers come first (the native side rejects any later one), so
+    // the URL is read off the front of the section without splitting it.
+    for (let i = 0; i < section.length && section.charCodeAt(i) === 58; ) {
+      const eq = section.indexOf('\0', i)
+      if (eq < 0) break
+      let end = section.indexOf('\0', eq + 1)
+      if (end < 0) end = section.length
+      const value = section.slice(eq + 1, end)
+      switch (section.slice(i, eq)) {
+        case ':method':
+          this.#method = value
+          break
+        case ':scheme':
+          scheme = value
+          break
+        case ':authority':
+          authority = value
+          break
+        case ':path':
+          path = value
+          break
+        case ':protocol':
+          this.#protocol = value
+          break
+      }
+      i = end + 1
     }
-    this.#method = method
-    authority ||= host || `${conn.localAddress.includes(':') ? `[${conn.localAddress}]` : conn.localAddress}:${conn.localPort}`
+    if (!authority) {
+      const f = this.#fieldList()
+      for (let i = 0; i < f.length; i += 2) if (f[i] === 'host') authority = f[i + 1]
+    }
+    authority ||= `${conn.localAddress.includes(':') ? `[${conn.localAddress}]` : conn.localAddress}:${conn.localPort}`
     this.#url = `${scheme}://${authority}${path.startsWith('/') ? path : '/' + path}`
+  }
+
+  #fieldList(): string[] {
+    return (this.#fields ??= splitSection(this.#section))
   }
 
   /** The request method. */
@@ -249,7 +278,7 @@ export class IncomingRequest {
 
   /** The request headers (pseudo-headers left out). */
   get headers(): Headers {
-    return this.#request?.headers ?? toHeaders(this.#fields)
+    return this.#request?.headers ?? toHeaders(this.#fieldList())
   }
 
   /** The `:protocol` of an extended CONNECT (RFC 9220), else `null`. */
@@ -285,7 +314,7 @@ export class IncomingRequest {
   get request(): Request {
     if (this.#request) return this.#request
     if (this.isWebTransport) {
-      const headers = toHeaders(this.#fields)
+      const headers = toHeaders(this.#fieldList())
       headers.set('upgrade', 'webtransport')
       this.#request = new H3Request(this.#url, { method: 'GET', headers }, this.#state.abort)
       return this.#request
@@ -293,7 +322,7 @@ export class IncomingRequest {
     if (this.#method === 'CONNECT') {
       throw new H3Error('ERR_H3_CONNECT_REQUEST', `a CONNECT request has no Request form; use req.method, req.url, req.headers and req.protocol`)
     }
-    const headers = toHeaders(this.#fields)
+    const headers = toHeaders(this.#fieldList())
     const init: RequestInit & { duplex?: 'half' } = { method: this.#method, headers }
     if (this.#state.body) {
       init.body = this.#state.body.stream
@@ -751,10 +780,6 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         const conn = this.#conns.get(e.conn)
         const streams = this.#streams.get(e.conn)
         if (!conn || !streams) break
-        const fields = e.headers ?? []
-        let method = 'GET'
-        for (let i = 0; i < fields.length; i += 2) if (fields[i] === ':method') method = fields[i + 1]
-        const hasBody = !e.fin && method !== 'GET' && method !== 'HEAD' && method !== 'CONNECT'
         const state: StreamState = {
           req: null as unknown as IncomingRequest,
           body: null,
@@ -764,8 +789,11 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
           datagrams: null,
           session: null,
         }
-        if (hasBody) state.body = new IncomingBody(this.port(e.conn, e.stream), this.#readWindow, () => this.#maybeDrop(state))
-        state.req = new IncomingRequest(this, conn, e.stream, fields, e.early, state)
+        const req = (state.req = new IncomingRequest(this, conn, e.stream, e.section ?? '', e.early, state))
+        const method = req.method
+        if (!e.fin && method !== 'GET' && method !== 'HEAD' && method !== 'CONNECT') {
+          state.body = new IncomingBody(this.port(e.conn, e.stream), this.#readWindow, () => this.#maybeDrop(state))
+        }
         streams.set(e.stream, state)
         this.#deliver(state.req)
         break
@@ -794,7 +822,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
       }
       case Ev.Trailers: {
         const s = this.#state(e)
-        s?.req.setTrailers(e.headers ?? [])
+        s?.req.setTrailers(splitSection(e.section))
         break
       }
       case Ev.Reset: {

@@ -798,6 +798,13 @@ def variants_missing_pseudo(opts):
          send(lambda c: base(c) + [(b":foo", b"1")])),
         ("connection-specific-field", stream_err(H3_MESSAGE_ERROR),
          send(lambda c: base(c) + [(b"connection", b"close")])),
+        # Allowed (RFC 9114 section 4.3.1): Host in place of :authority.
+        # The server's handler answers /url with the URL it saw.
+        ("host-not-authority",
+         {"status": 200, "body": "https://host.example:8443/url?q=1"},
+         send(lambda c: [f for f in c.request_fields("GET", "/url?q=1")
+                         if f[0] != b":authority"] +
+              [(b"host", b"host.example:8443")])),
     ]
 
 
