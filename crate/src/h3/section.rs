@@ -87,7 +87,10 @@ pub fn decode(block: &[u8], max_size: u64) -> Result<Section, H3Code> {
     // Delta Base (with its sign bit): meaningless without a dynamic table.
     r.int(7)?;
     let mut out = Section {
-        buf: Vec::with_capacity(block.len() * 2),
+        // A static-table reference (one or two bytes) stands for up to
+        // about 40 bytes of name and value; with `* 2` the buffer grew once
+        // per request.
+        buf: Vec::with_capacity(block.len() * 4 + 64),
         spans: Vec::with_capacity(16),
     };
     let mut size: u64 = 0;

@@ -166,6 +166,10 @@ enum Recv {
 /// larger ones stay separate so that big bodies are never copied again.
 const COALESCE_MAX: usize = 4096;
 
+/// First capacity of a request stream's frame buffer, bytes: a typical
+/// HEADERS frame fits. It lives as long as the stream.
+const INBUF_FIRST: usize = 512;
+
 /// Spare room a header section's chunk is allocated with, for the DATA frame
 /// header and short body that usually follow it (bytes).
 const SHORT_BODY_ROOM: usize = 256;
@@ -1369,6 +1373,12 @@ impl Session {
                         Read::Got(n, fin) => {
                             if n > 0 {
                                 s.recv_progress = Instant::now();
+                            }
+                            if s.inbuf.capacity() == 0 {
+                                // Room for a typical HEADERS frame at once:
+                                // grown from empty it took two reallocations
+                                // per request.
+                                s.inbuf.reserve(INBUF_FIRST);
                             }
                             s.inbuf.extend_from_slice(&small[..n]);
                             s.recv_fin = fin;
