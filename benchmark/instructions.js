@@ -1,0 +1,137 @@
+#!/usr/bin/env node
+// Counts the instructions h3node's server executes per small request, under valgrind's
+// callgrind: the `for await` (or `serve`) hello world of peers/h3node-server.js answers a fixed
+// number of oha requests (HTTP/3), after a warm-up that lets V8 optimize, and the count is
+// split by thread (JS main thread, the native I/O thread, V8's and libuv's helpers).
+//
+// Why: on a shared VM, req/s and CPU µs of one build move by ±15% from run to run, so a change
+// worth a few percent cannot be seen in them. An instruction count moves by about 1% between
+// runs of one build (kernel time, cache misses and the wire are not in it: it counts work, not
+// time). Use it to compare builds, side by side; use run.js for what users get.
+//   node benchmark/instructions.js [--requests 10000] [--warmup 15000] [--runs 2]
+//        [--mode for-await|serve] [--streams 256] [--connections 4] [--node 24|current]
+//        [--native PATH.node]   (load this addon build instead of the package's)
+// Compare two checkouts by running it in each. Needs valgrind (apt-get install valgrind).
+// Under callgrind everything runs about 50x slower: the defaults take about a minute a run.
+'use strict'
+const fs = require('node:fs')
+const path = require('node:path')
+const os = require('node:os')
+const { parseArgs } = require('node:util')
+const { execFileSync, spawnSync } = require('node:child_process')
+const tools = require('./lib/tools')
+const proc = require('./lib/proc')
+
+const { values: o } = parseArgs({
+  options: {
+    requests: { type: 'string', default: '10000' },
+    warmup: { type: 'string', default: '15000' },
+    runs: { type: 'string', default: '2' },
+    mode: { type: 'string', default: 'for-await' },
+    streams: { type: 'string', default: '256' },
+    connections: { type: 'string', default: '4' },
+    node: { type: 'string', default: '24' },
+    native: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+})
+if (o.help) {
+  console.log('usage: node benchmark/instructions.js [--requests N] [--warmup N] [--runs N] [--mode for-await|serve] [--streams N] [--connections N] [--node 24|current] [--native PATH.node]')
+  process.exit(0)
+}
+const whole = (name, min) => {
+  const n = Number(o[name])
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} takes a whole number >= ${min}, not ${o[name]}`)
+  return n
+}
+const requests = whole('requests', 1)
+const warmup = whole('warmup', 0)
+const runs = whole('runs', 1)
+const streams = whole('streams', 1)
+const connections = whole('connections', 1)
+if (!['for-await', 'serve'].includes(o.mode)) throw new Error(`--mode takes for-await or serve, not ${o.mode}`)
+if (!['24', 'current'].includes(o.node)) throw new Error(`--node takes 24 or current, not ${o.node}`)
+if (o.native && !fs.existsSync(o.native)) throw new Error(`--native: no file ${o.native}`)
+if (!tools.which('valgrind') || !tools.which('callgrind_control')) throw new Error('valgrind is not installed (apt-get install valgrind)')
+
+/** Sends `n` GETs with oha on core 1; resolves to the number answered 200. */
+function load(oha, url, n) {
+  const per = Math.max(1, Math.round(streams / connections))
+  const r = spawnSync('taskset', ['-c', '1', oha, '--http-version', '3', '--insecure', '--no-tui', '--output-format', 'json',
+    '-n', String(n), '-c', String(connections), '-p', String(per), '-t', '60s', url], { encoding: 'utf8', maxBuffer: 64 << 20 })
+  try {
+    return Number(JSON.parse(r.stdout).statusCodeDistribution?.['200'] ?? 0)
+  } catch {
+    throw new Error(`oha failed: ${(r.stderr || r.stdout || '').slice(-800)}`)
+  }
+}
+
+/**
+ * Total instructions of each thread's callgrind file. The JS thread is the process's first
+ * thread; the I/O thread is the one that ran tokio-quiche; the rest are V8's and libuv's.
+ */
+function byThread(dir, pid) {
+  const out = { js: 0, io: 0, helpers: 0 }
+  for (const f of fs.readdirSync(dir).filter((f) => f.startsWith(`cg.${pid}`))) {
+    const text = fs.readFileSync(path.join(dir, f), 'utf8')
+    // A dump's `summary:` line reads 0; its `totals:` line has the count.
+    const total = Number((/^totals: (\d+)/m.exec(text) ?? /^summary: (\d+)/m.exec(text))?.[1] ?? 0)
+    const thread = Number(/-(\d+)$/.exec(f)?.[1] ?? 1)
+    if (thread === 1) out.js += total
+    // The addon is shipped stripped: its own symbols are not there to go by, libc's are.
+    else if (/sendmsg/.test(text)) out.io += total
+    else out.helpers += total
+  }
+  return out
+}
+
+async function once(oha, cert, nodeBin) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'h3node-callgrind-'))
+  const port = await proc.freePort()
+  const args = ['--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', '--smc-check=all-non-file',
+    `--callgrind-out-file=${path.join(dir, 'cg.%p')}`, nodeBin, path.join(__dirname, 'peers', 'h3node-server.js'),
+    '--mode', o.mode, '--port', String(port), '--cert', cert.cert, '--key', cert.key]
+  const [c, a] = proc.pinned(0, 'valgrind', args)
+  const env = o.native ? { NAPI_RS_NATIVE_LIBRARY_PATH: path.resolve(o.native) } : {}
+  const s = await proc.startProcess(c, a, { env, timeoutMs: 300_000 })
+  const url = `https://127.0.0.1:${port}/`
+  try {
+    if (warmup) load(oha, url, warmup)
+    execFileSync('callgrind_control', ['-i', 'on', String(s.pid)], { stdio: 'ignore' })
+    const ok = load(oha, url, requests)
+    execFileSync('callgrind_control', ['-i', 'off', String(s.pid)], { stdio: 'ignore' })
+    execFileSync('callgrind_control', ['-d', String(s.pid)], { stdio: 'ignore' })
+    await proc.sleep(1000)
+    await s.stop()
+    if (ok < requests) throw new Error(`only ${ok} of ${requests} requests were answered 200`)
+    const t = byThread(dir, s.pid)
+    return { ok, js: t.js / ok, io: t.io / ok, helpers: t.helpers / ok, total: (t.js + t.io + t.helpers) / ok }
+  } finally {
+    await s.stop()
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+async function main() {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'h3node-instr-'))
+  const cert = tools.makeCert(tmp)
+  const oha = await tools.ensureOha()
+  const nodeBin = o.node === '24' ? await tools.ensureNode24() : process.execPath
+  const nodeVersion = execFileSync(nodeBin, ['--version'], { encoding: 'utf8' }).trim()
+  const rows = []
+  for (let i = 0; i < runs; i++) {
+    const r = await once(oha, cert, nodeBin)
+    rows.push(r)
+    console.error(`[instructions] run ${i + 1}: ${Math.round(r.total)} per request (JS ${Math.round(r.js)}, I/O ${Math.round(r.io)}, helpers ${Math.round(r.helpers)})`)
+  }
+  fs.rmSync(tmp, { recursive: true, force: true })
+  const k = (f) => Math.round(rows.map((r) => r[f]).sort((a, b) => a - b)[Math.floor((rows.length - 1) / 2)]).toLocaleString('en-US')
+  console.log(`h3node ${o.mode}, Node ${nodeVersion}, ${streams} streams over ${connections} connections, ${requests} requests after ${warmup} warm-up, ${runs} run(s), median:`)
+  console.log(`  instructions per request: ${k('total')} (JS thread ${k('js')}, I/O thread ${k('io')}, V8/libuv helpers ${k('helpers')})`)
+  console.log(`  every run: ${rows.map((r) => Math.round(r.total).toLocaleString('en-US')).join(', ')}`)
+}
+
+main().catch((e) => {
+  console.error(e.stack || e)
+  process.exit(1)
+})
