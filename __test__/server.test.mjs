@@ -47,6 +47,30 @@ test('POST echo with a streamed request body', async (t) => {
   await p.close()
 })
 
+test('request.headers and req.headers hold the same fields the client sent, for GET and for a POST with a body', async (t) => {
+  const p = await pair(t)
+  const seen = []
+  handle(p.server, async (req) => {
+    const r = req.request
+    seen.push({ method: r.method, viaRequest: [...r.headers], direct: [...req.headers], body: await r.text() })
+    req.respond(new Response('ok'))
+  })
+  const headers = [['x-a', '1'], ['accept', 'text/plain'], ['cookie', 'a=1'], ['content-type', 'application/json']]
+  await (await p.client.fetch(`${p.base}/g`, { headers: headers.slice(0, 3) })).text()
+  await (await p.client.fetch(`${p.base}/p`, { method: 'POST', headers, body: '{"n":1}' })).text()
+  t.is(seen.length, 2)
+  for (const s of seen) t.deepEqual(s.viaRequest, s.direct)
+  t.is(seen[0].method, 'GET')
+  t.is(seen[1].method, 'POST')
+  t.is(seen[1].body, '{"n":1}')
+  const get = Object.fromEntries(seen[0].viaRequest)
+  t.is(get['x-a'], '1')
+  t.is(get.cookie, 'a=1')
+  t.is(get['content-type'], undefined)
+  t.is(Object.fromEntries(seen[1].viaRequest)['content-type'], 'application/json')
+  await p.close()
+})
+
 test('100 concurrent streams on one connection', async (t) => {
   const p = await pair(t)
   handle(p.server, async (req) => {

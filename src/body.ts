@@ -198,7 +198,11 @@ export function flattenHeaders(h: Headers, out: string[] = []): string[] {
 
 /** Builds `Headers` from `[name, value, ...]`, leaving out pseudo-headers. */
 export function toHeaders(fields: string[]): Headers {
-  const h = new Headers()
+  return appendFields(new Headers(), fields)
+}
+
+/** Appends `[name, value, ...]` to `h`, leaving out pseudo-headers; returns `h`. */
+export function appendFields(h: Headers, fields: string[]): Headers {
   for (let i = 0; i < fields.length; i += 2) {
     if (fields[i].charCodeAt(0) !== 58 /* ':' */) h.append(fields[i], fields[i + 1])
   }

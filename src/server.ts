@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 
-import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
+import { IncomingBody, OutgoingBody, appendFields, flattenHeaders, toHeaders } from './body'
 import { generateDevCertificate, type DevCertificate } from './cert'
 import { H3Codes, H3Error, fromNative } from './errors'
 import { native, Ev, commandQueue, dispatchAll, sessionPort, splitSection, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
@@ -322,14 +322,19 @@ export class IncomingRequest {
     if (this.#method === 'CONNECT') {
       throw new H3Error('ERR_H3_CONNECT_REQUEST', `a CONNECT request has no Request form; use req.method, req.url, req.headers and req.protocol`)
     }
-    const headers = toHeaders(this.#fieldList())
-    const init: RequestInit & { duplex?: 'half' } = { method: this.#method, headers }
+    const init: RequestInit & { duplex?: 'half' } = {}
+    if (this.#method !== 'GET') init.method = this.#method
     if (this.#state.body) {
       init.body = this.#state.body.stream
       init.duplex = 'half'
     }
-    this.#request = new H3Request(this.#url, init, this.#state.abort)
-    return this.#request
+    const request = new H3Request(this.#url, init, this.#state.abort)
+    // The fields go straight into the request's own Headers: a Headers given
+    // in `init` is copied again, field by field (about 1.5 µs a request). A
+    // stream body has no type of its own, so no content-type is there first.
+    appendFields(request.headers, this.#fieldList())
+    this.#request = request
+    return request
   }
 
   /** Aborts when the client resets the stream, stops reading, or the connection dies before the response is complete. */
