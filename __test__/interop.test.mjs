@@ -42,13 +42,19 @@ async function interopServer(t) {
   return { server, seen, base: `https://127.0.0.1:${server.address().port}` }
 }
 
+/** What a failed client run said: its stderr, and the per-request errors it reported on stdout. */
+function failure(r) {
+  const errors = r.results.filter((x) => x && x.error).map((x) => x.error)
+  return `exit ${r.code}; stderr: ${r.stderr.trim() || '(empty)'}; errors: ${errors.length ? JSON.stringify(errors.slice(0, 5)) : 'none reported'}; stdout head: ${r.stdout.slice(0, 600)}`
+}
+
 for (const kind of ['aioquic', 'quic-go']) {
   const run = (args, opts) => runClient(kind, [...args, '--insecure'], { timeoutMs: 120_000, ...opts })
 
   test(`${kind}: GET`, async (t) => {
     const { base } = await interopServer(t)
     const r = await run(['--url', `${base}/hello`, '--count', '1'])
-    t.is(r.code, 0, r.stderr)
+    t.is(r.code, 0, failure(r))
     t.is(r.results.length, 1)
     t.is(r.results[0].status, 200)
     t.is(r.results[0].sha256, sha('Hello, HTTP/3!'))
@@ -57,7 +63,7 @@ for (const kind of ['aioquic', 'quic-go']) {
   test(`${kind}: POST echo of ${ECHO_BYTES} bytes, checksummed`, async (t) => {
     const { base } = await interopServer(t)
     const r = await run(['--url', `${base}/echo`, '--method', 'POST', '--body-size', String(ECHO_BYTES), '--count', '1'])
-    t.is(r.code, 0, r.stderr)
+    t.is(r.code, 0, failure(r))
     t.is(r.results[0].status, 200)
     t.is(r.results[0].bytes, ECHO_BYTES)
     t.is(r.results[0].sha256, patternSha256(ECHO_BYTES))
@@ -67,7 +73,7 @@ for (const kind of ['aioquic', 'quic-go']) {
   test(`${kind}: ${PARALLEL} concurrent streams on one connection`, async (t) => {
     const { base, seen } = await interopServer(t)
     const r = await run(['--url', `${base}/bytes/2000`, '--parallel', String(PARALLEL)])
-    t.is(r.code, 0, r.stderr)
+    t.is(r.code, 0, failure(r))
     t.is(r.results.length, PARALLEL)
     t.true(r.results.every((x) => x.status === 200 && x.sha256 === patternSha256(2000)))
     t.is(seen.connections.size, 1)
@@ -76,7 +82,7 @@ for (const kind of ['aioquic', 'quic-go']) {
   test(`${kind}: several connections`, async (t) => {
     const { base, seen } = await interopServer(t)
     const r = await run(['--url', `${base}/hello`, '--connections', '4', '--count', '3', '--parallel', '3'])
-    t.is(r.code, 0, r.stderr)
+    t.is(r.code, 0, failure(r))
     t.is(r.results.length, 12)
     t.is(seen.connections.size, 4)
   })
@@ -84,7 +90,7 @@ for (const kind of ['aioquic', 'quic-go']) {
   test(`${kind}: a handler error is a 500 and the server keeps serving`, async (t) => {
     const { base } = await interopServer(t)
     const r = await run(['--url', `${base}/throw`, '--url', `${base}/hello`, '--count', '1'])
-    t.is(r.code, 0, r.stderr)
+    t.is(r.code, 0, failure(r))
     const byUrl = Object.fromEntries(r.results.map((x) => [new URL(x.url).pathname, x.status]))
     t.deepEqual(byUrl, { '/throw': 500, '/hello': 200 })
   })
@@ -94,7 +100,7 @@ for (const kind of ['aioquic', 'quic-go']) {
     // Resetting after 2 MiB (twice the 1 MiB stream window) means the server
     // has read the head and part of the body before the reset arrives.
     const r = await run(['--url', `${base}/sink`, '--method', 'POST', '--body-size', String(4 * 1024 * 1024), '--reset-after', String(2 * 1024 * 1024), '--count', '1'])
-    t.is(r.code, 0, r.stderr)
+    t.is(r.code, 0, failure(r))
     if (kind === 'aioquic' && seen.arrivals === 0) {
       // aioquic queues the body without waiting for the server to read it,
       // so on a loaded machine its reset can overtake the head: quiche then
