@@ -313,17 +313,13 @@ export class IncomingRequest {
    */
   get request(): Request {
     if (this.#request) return this.#request
-    if (this.isWebTransport) {
-      const headers = toHeaders(this.#fieldList())
-      headers.set('upgrade', 'webtransport')
-      this.#request = new H3Request(this.#url, { method: 'GET', headers }, this.#state.abort)
-      return this.#request
-    }
-    if (this.#method === 'CONNECT') {
+    const webTransport = this.isWebTransport
+    if (!webTransport && this.#method === 'CONNECT') {
       throw new H3Error('ERR_H3_CONNECT_REQUEST', `a CONNECT request has no Request form; use req.method, req.url, req.headers and req.protocol`)
     }
     const init: RequestInit & { duplex?: 'half' } = {}
-    if (this.#method !== 'GET') init.method = this.#method
+    // A WebTransport CONNECT appears as a GET (the default method).
+    if (!webTransport && this.#method !== 'GET') init.method = this.#method
     if (this.#state.body) {
       init.body = this.#state.body.stream
       init.duplex = 'half'
@@ -333,6 +329,7 @@ export class IncomingRequest {
     // in `init` is copied again, field by field (about 1.5 µs a request). A
     // stream body has no type of its own, so no content-type is there first.
     appendFields(request.headers, this.#fieldList())
+    if (webTransport) request.headers.set('upgrade', 'webtransport')
     this.#request = request
     return request
   }
