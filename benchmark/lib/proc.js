@@ -16,6 +16,26 @@ function cpuMicros(pid) {
   return ((Number(f[11]) + Number(f[12])) * 1e6) / TICK
 }
 
+/**
+ * Steal time of every core so far (/proc/stat), in ticks: the time a virtual machine's
+ * hypervisor ran something else while the core had work. `stealShare` turns two readings
+ * into a share of the wall time between them.
+ */
+function stealTicks() {
+  const out = []
+  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = /^cpu(\d+) (.*)/.exec(line)
+    if (m) out[Number(m[1])] = Number(m[2].trim().split(/\s+/)[7] ?? 0)
+  }
+  return out
+}
+
+/** Share (0..1) of `wallMs` that the hypervisor stole from `core` between two stealTicks() readings. */
+function stealShare(before, after, core, wallMs) {
+  if (core == null || !(wallMs > 0) || before[core] == null || after[core] == null) return null
+  return ((after[core] - before[core]) * (1000 / TICK)) / wallMs
+}
+
 /** Resident set size of a live process, in bytes. */
 function rssBytes(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
@@ -138,4 +158,4 @@ function runMeasured(cmd, args, { core, timeoutMs = 600_000, env, input } = {}) 
   })
 }
 
-module.exports = { sleep, cpuMicros, rssBytes, freePort, pinned, startProcess, stopProcess, runMeasured }
+module.exports = { sleep, cpuMicros, stealTicks, stealShare, rssBytes, freePort, pinned, startProcess, stopProcess, runMeasured }

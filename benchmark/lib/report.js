@@ -7,6 +7,36 @@ const KiB = 1024
 
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : null)
 
+function median(values) {
+  const v = values.filter((x) => num(x) != null).sort((a, b) => a - b)
+  if (!v.length) return null
+  const h = Math.floor(v.length / 2)
+  return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2
+}
+
+/**
+ * A value judged over rounds: the median, the spread and how many rounds meet `ok`
+ * (each round's value, null where that round failed).
+ */
+function overRounds(values, ok) {
+  const v = values.filter((x) => num(x) != null)
+  if (!v.length) return null
+  return { median: median(v), min: Math.min(...v), max: Math.max(...v), n: v.length, passing: ok ? v.filter(ok).length : null, values }
+}
+
+/** Per-round ratios of two servers' paired peak rounds (rounds where both have a figure). */
+function pairedRatios(a, b, key) {
+  const ra = a?.peak?.rounds || []
+  const rb = b?.peak?.rounds || []
+  const out = []
+  for (let i = 0; i < Math.min(ra.length, rb.length); i++) {
+    const x = num(ra[i]?.[key])
+    const y = num(rb[i]?.[key])
+    out.push(x != null && y ? x / y : null)
+  }
+  return out
+}
+
 function summarize(p) {
   const small = (p.small || []).filter((s) => !s.failed && s.reqPerSec > 0)
   const peak = small.length ? small.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a)) : null
@@ -26,6 +56,10 @@ function summarize(p) {
     connPerSecRetryOff: num(p.connections?.retryOff?.connPerSec),
     connPerSecRetryOn: num(p.connections?.retryOn?.connPerSec),
     idleBytesPerConnection: num(p.idle?.bytesPerConnection),
+    // Paired peak rounds (run.js runPeak): the median round of the peak layout loaded again.
+    pairedPeakReqPerSec: median((p.peak?.rounds || []).map((r) => r?.reqPerSec)),
+    pairedPeakCpuMicrosPerRequest: median((p.peak?.rounds || []).map((r) => r?.serverCpuMicrosPerRequest)),
+    stealAtHalfLoad: num(p.latency?.steal?.serverCore),
   }
 }
 
@@ -52,6 +86,9 @@ function derive(results) {
       if (id === s) continue
       const r = {}
       for (const [k] of METRICS) r[k] = summary[s][k] != null && o[k] ? summary[s][k] / o[k] : null
+      // Paired peak rounds: the ratio of each round, then their median and spread.
+      const paired = pairedRatios(results.peers[s], results.peers[id], 'reqPerSec')
+      r.pairedPeakReqPerSec = overRounds(paired)
       r.reqPerSecByStep = {}
       for (const [step, v] of Object.entries(summary[s].reqPerSecByStep)) {
         if (o.reqPerSecByStep[step]) r.reqPerSecByStep[step] = v / o.reqPerSecByStep[step]
@@ -60,15 +97,26 @@ function derive(results) {
     }
   }
   const targets = []
-  const add = (subject, name, measured, ok, unit) => targets.push({ subject, target: name, measured, unit, pass: measured == null ? null : ok(measured) })
+  const add = (subject, name, measured, ok, unit, rounds) => targets.push({ subject, target: name, measured, unit, pass: measured == null ? null : ok(measured), ...(rounds ? { rounds } : {}) })
+  // A small-request ratio is judged on the paired peak rounds when the run has them (the
+  // median of per-round ratios, with how many rounds pass), else on the ratio of the peaks.
+  const smallRatio = (s, id, min, name) => {
+    const ok = (v) => v >= min
+    const paired = results.peers[s]?.peak && results.peers[id]?.peak ? overRounds(pairedRatios(results.peers[s], results.peers[id], 'reqPerSec'), ok) : null
+    if (paired) add(s, name, paired.median, ok, 'x', paired)
+    else add(s, name, ratios[s][id]?.peakReqPerSec ?? null, ok, 'x')
+  }
   for (const s of SUBJECTS) {
     if (!summary[s]) continue
     const m = summary[s]
     const rr = ratios[s]
-    add(s, 'small requests >= 1.0x Node HTTP/2 over TLS (peak req/s)', rr['node-http2']?.peakReqPerSec ?? null, (v) => v >= 1.0, 'x')
-    add(s, 'small requests >= 0.8x plain tokio-quiche (peak req/s)', rr['tokio-quiche']?.peakReqPerSec ?? null, (v) => v >= 0.8, 'x')
-    add(s, 'small requests >= 1.3x @currentspace/http3 (peak req/s)', rr.currentspace?.peakReqPerSec ?? null, (v) => v >= 1.3, 'x')
-    add(s, 'server CPU <= 30 µs/request at peak (handler included)', m.cpuMicrosPerRequestAtPeak, (v) => v <= 30, 'µs')
+    smallRatio(s, 'node-http2', 1.0, 'small requests >= 1.0x Node HTTP/2 over TLS (peak req/s)')
+    smallRatio(s, 'tokio-quiche', 0.8, 'small requests >= 0.8x plain tokio-quiche (peak req/s)')
+    smallRatio(s, 'currentspace', 1.3, 'small requests >= 1.3x @currentspace/http3 (peak req/s)')
+    const cpuOk = (v) => v <= 30
+    const cpuRounds = results.peers[s].peak ? overRounds(results.peers[s].peak.rounds.map((r) => r?.serverCpuMicrosPerRequest ?? null), cpuOk) : null
+    if (cpuRounds) add(s, 'server CPU <= 30 µs/request at peak (handler included)', cpuRounds.median, cpuOk, 'µs', cpuRounds)
+    else add(s, 'server CPU <= 30 µs/request at peak (handler included)', m.cpuMicrosPerRequestAtPeak, cpuOk, 'µs')
     add(s, 'bulk download >= 3 Gbit/s on one connection', m.downloadGbps, (v) => v >= 3, 'Gbit/s')
     add(s, 'bulk upload >= 3 Gbit/s on one connection', m.uploadGbps, (v) => v >= 3, 'Gbit/s')
     add(s, 'bulk download >= 0.9x plain tokio-quiche', rr['tokio-quiche']?.downloadGbps ?? null, (v) => v >= 0.9, 'x')
@@ -90,7 +138,7 @@ function markdown(results) {
   // The servers' Node (--node) can differ from the Node running run.js: name both.
   const serverNode = env.versions.serverNode?.version ?? env.versions.node
   L.push(`${results.date} · ${env.cpuModel} · ${env.cores} cores · loopback MTU ${env.loopbackMtu} · Node servers on ${serverNode}${serverNode === env.versions.node ? '' : ` (run.js on ${env.versions.node})`} · ${env.versions.oha ?? 'no oha'} · ${env.versions.h2load ?? 'no h2load'}`, '')
-  L.push(`Server pinned to core ${env.pinning?.serverCore ?? '—'}, load generator to core ${env.pinning?.loadGeneratorCore ?? '—'}. Load average at start ${env.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}${env.loadAverageAtStart[0] > 0.5 ? ' (the machine was busy: figures are noisy)' : ''}. ${settings.seconds} s per step; ${(settings.rounds ?? 1) > 1 ? `small requests, half-load latency and bulk were measured in ${settings.rounds} interleaved rounds and each figure is the median round (the spread of the small-request rounds is in brackets)` : 'one round'}; every figure below was taken at loopback MTU ${env.loopbackMtu}. Command: \`${results.command}\`.`, '')
+  L.push(`Server pinned to core ${env.pinning?.serverCore ?? '—'}, load generator to core ${env.pinning?.loadGeneratorCore ?? '—'}. Load average at start ${env.loadAverageAtStart.map((v) => v.toFixed(2)).join(' ')}${env.loadAverageAtStart[0] > 0.5 ? ' (the machine was busy: figures are noisy)' : ''}. ${settings.seconds} s per step; ${(settings.rounds ?? 1) > 1 ? `small requests, half-load latency and bulk were measured in ${settings.rounds} interleaved rounds and each figure is the median round (the spread of the small-request rounds is in brackets)` : 'one round'}; every figure below was taken at loopback MTU ${env.loopbackMtu}.${env.stealDuringRun?.serverCore == null ? '' : ` The hypervisor stole ${(env.stealDuringRun.serverCore * 100).toFixed(1)}% of the server core's and ${(env.stealDuringRun.loadCore * 100).toFixed(1)}% of the load generator core's time during the run (steal time, /proc/stat).`} Command: \`${results.command}\`.`, '')
 
   L.push('## Targets', '')
   L.push('| target | h3node for await | h3node serve({fetch}) |', '|---|---|---|')
@@ -99,9 +147,44 @@ function markdown(results) {
     if (!byTarget.has(t.target)) byTarget.set(t.target, {})
     byTarget.get(t.target)[t.subject] = t
   }
-  const cell = (t) => (!t || t.measured == null ? 'not measured' : `${t.unit === 'x' ? fmtX(t.measured) : `${fmt(t.measured)} ${t.unit}`} ${t.pass ? '**pass**' : '**miss**'}`)
+  const show = (v, unit) => (unit === 'x' ? fmtX(v) : `${fmt(v)} ${unit}`)
+  const cell = (t) => {
+    if (!t || t.measured == null) return 'not measured'
+    const r = t.rounds ? ` (${t.rounds.passing}/${t.rounds.n} rounds pass; ${show(t.rounds.min, t.unit)}–${show(t.rounds.max, t.unit)})` : ''
+    return `${show(t.measured, t.unit)} ${t.pass ? '**pass**' : '**miss**'}${r}`
+  }
   for (const [name, v] of byTarget) L.push(`| ${name} | ${cell(v['h3node-for-await'])} | ${cell(v['h3node-serve'])} |`)
   L.push('')
+  if (ids.some((id) => peers[id].peak)) {
+    L.push('Small-request targets are judged on the paired peak rounds below: the median of the per-round ratios (or of the rounds\' CPU per request), with how many rounds pass and their spread.', '')
+  }
+
+  const withPeak = ids.filter((id) => peers[id].peak)
+  if (withPeak.length) {
+    const n = Math.max(...withPeak.map((id) => peers[id].peak.rounds.length))
+    const rounds = [...Array(n).keys()]
+    L.push('## Paired peak rounds', '')
+    L.push(`Each server's peak layout (from the rounds above) loaded ${n} more times, every server in turn in each round. A ratio is taken within a round, then the median over rounds. Steal is the share of the round's wall time the hypervisor took from the server core.`, '')
+    L.push(`| server (peak layout) | ${rounds.map((i) => `round ${i + 1}`).join(' | ')} | median |`, `|---|${rounds.map(() => '---').join('|')}|---|`)
+    for (const id of withPeak) {
+      const pk = peers[id].peak
+      const c = rounds.map((i) => {
+        const r = pk.rounds[i]
+        return r ? `${fmt(r.reqPerSec, 0)} · ${fmt(r.serverCpuMicrosPerRequest, 1)} µs · steal ${r.steal?.serverCore == null ? '—' : `${(r.steal.serverCore * 100).toFixed(0)}%`}` : 'failed'
+      })
+      L.push(`| ${peers[id].label} (${pk.streams}x${pk.connections}) | ${c.join(' | ')} | ${fmt(summary[id].pairedPeakReqPerSec, 0)} · ${fmt(summary[id].pairedPeakCpuMicrosPerRequest, 1)} µs |`)
+    }
+    for (const sj of SUBJECTS) {
+      if (!peers[sj]?.peak) continue
+      for (const id of withPeak) {
+        if (id === sj || (sj === 'h3node-serve' && id.startsWith('h3node-for-await'))) continue
+        const pr = ratios[sj]?.[id]?.pairedPeakReqPerSec
+        if (!pr) continue
+        L.push(`| ${sj === 'h3node-serve' ? 'serve' : 'for await'} / ${peers[id].label} | ${rounds.map((i) => fmtX(pr.values[i] ?? null)).join(' | ')} | ${fmtX(pr.median)} |`)
+      }
+    }
+    L.push('')
+  }
 
   L.push('## Ratios (h3node / peer, same run)', '')
   L.push('Above 1 is better for h3node on throughput rows, below 1 is better on CPU, latency and memory rows.', '')
@@ -135,6 +218,7 @@ function markdown(results) {
   L.push(`| idle connections opened | ${ids.map((id) => (peers[id].idle ? `${peers[id].idle.opened}/${peers[id].idle.requested}` : '—')).join(' | ')} |`)
   L.push(`| server CPU µs per new connection (Retry off) | ${ids.map((id) => fmt(peers[id].connections?.retryOff?.serverCpuMicrosPerConnection ?? null, 0)).join(' | ')} |`)
   L.push(`| peak layout | ${ids.map((id) => summary[id].peakLayout ?? '—').join(' | ')} |`)
+  L.push(`| CPU steal of the server core during the half-load run | ${ids.map((id) => (summary[id].stealAtHalfLoad == null ? '—' : `${(summary[id].stealAtHalfLoad * 100).toFixed(1)}%`)).join(' | ')} |`)
   L.push('')
   const clients = new Set()
   for (const p of Object.values(peers)) {

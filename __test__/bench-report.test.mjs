@@ -1,0 +1,74 @@
+// The benchmark report's arithmetic (benchmark/lib/report.js): targets judged on paired peak
+// rounds. Figures here are made up; what is checked is how they are combined, not any speed.
+import test from 'ava'
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const report = require('../benchmark/lib/report.js')
+
+const round = (reqPerSec, cpu) => ({ reqPerSec, serverCpuMicrosPerRequest: cpu, steal: { serverCore: 0.01, loadCore: 0 } })
+
+function results(peers) {
+  return {
+    date: '2026-01-01T00:00:00.000Z',
+    command: 'node benchmark/run.js',
+    settings: { mode: 'full', seconds: 5, rounds: 3, peakRounds: 5, steps: [[256, 4]] },
+    environment: { cpuModel: 'test', cores: 2, loopbackMtu: 65536, loadAverageAtStart: [0, 0, 0], versions: { node: 'v24' }, stealDuringRun: { serverCore: 0.02, loadCore: 0.03 } },
+    peers: Object.fromEntries(
+      Object.entries(peers).map(([id, p]) => [
+        id,
+        { label: id, protocol: 'h3', status: 'ok', errors: [], small: [{ streams: 256, connections: 4, reqPerSec: p.sweep, serverCpuMicrosPerRequest: 25 }], ...(p.rounds ? { peak: { streams: 256, connections: 4, rounds: p.rounds } } : {}) },
+      ]),
+    ),
+  }
+}
+
+function derived(r) {
+  const d = report.derive(r)
+  return { ...r, ...d }
+}
+
+test('small-request targets use the median of per-round ratios, with how many rounds pass', (t) => {
+  // Per-round ratios to node-http2: 1.2, 0.9, 1.1, 1.05, 0.8 -> median 1.05, 3 of 5 pass.
+  // The ratio of the medians (11,000 / 10,000 = 1.10) and of the sweep peaks (2.0) differ on purpose.
+  const r = derived(
+    results({
+      'h3node-for-await': { sweep: 20_000, rounds: [round(12_000, 20), round(9_000, 31), round(11_000, 24), round(10_500, 26), round(8_000, 35)] },
+      'node-http2': { sweep: 10_000, rounds: [round(10_000, 20), round(10_000, 20), round(10_000, 20), round(10_000, 20), round(10_000, 20)] },
+    }),
+  )
+  const h2 = r.targets.find((x) => x.subject === 'h3node-for-await' && x.target.includes('Node HTTP/2'))
+  t.is(Number(h2.measured.toFixed(4)), 1.05)
+  t.true(h2.pass)
+  t.is(h2.rounds.n, 5)
+  t.is(h2.rounds.passing, 3)
+  t.is(Number(h2.rounds.min.toFixed(2)), 0.8)
+  t.is(Number(h2.rounds.max.toFixed(2)), 1.2)
+  // CPU: median of the rounds' µs/request (20, 31, 24, 26, 35 -> 26), 3 of 5 at or under 30.
+  const cpu = r.targets.find((x) => x.subject === 'h3node-for-await' && x.target.startsWith('server CPU'))
+  t.is(cpu.measured, 26)
+  t.is(cpu.rounds.passing, 3)
+  const md = report.markdown(r)
+  t.regex(md, /1\.05x \*\*pass\*\* \(3\/5 rounds pass; 0\.80x–1\.20x\)/)
+  t.regex(md, /## Paired peak rounds/)
+  t.regex(md, /stole 2\.0% of the server core/)
+})
+
+test('a round one server failed is left out of the pairs; without peak rounds the sweep peaks decide', (t) => {
+  const r = derived(
+    results({
+      'h3node-for-await': { sweep: 9_000, rounds: [round(9_000, 20), null, round(7_500, 20)] },
+      'tokio-quiche': { sweep: 10_000, rounds: [round(10_000, 20), round(10_000, 20), round(10_000, 20)] },
+      // No peak rounds: judged on the sweep (9,000 / 10,000).
+      currentspace: { sweep: 10_000 },
+    }),
+  )
+  const tq = r.targets.find((x) => x.subject === 'h3node-for-await' && x.target.includes('tokio-quiche') && x.target.startsWith('small'))
+  t.is(tq.rounds.n, 2)
+  t.is(Number(tq.measured.toFixed(3)), 0.825) // median of 0.9 and 0.75
+  t.true(tq.pass)
+  const cs = r.targets.find((x) => x.subject === 'h3node-for-await' && x.target.includes('currentspace'))
+  t.is(cs.rounds, undefined)
+  t.is(Number(cs.measured.toFixed(2)), 0.9)
+  t.false(cs.pass)
+})
