@@ -8,8 +8,10 @@
 // worth a few percent cannot be seen in them. An instruction count moves by about 1% between
 // runs of one build (kernel time, cache misses and the wire are not in it: it counts work, not
 // time). Use it to compare builds, side by side; use run.js for what users get.
+// `--mode tokio-quiche` counts the plain tokio-quiche server of the benchmark (peers/
+// tokio-quiche-server) under the same load: the work of the ceiling, for scale.
 //   node benchmark/instructions.js [--requests 10000] [--warmup 15000] [--runs 2]
-//        [--mode for-await|serve] [--streams 256] [--connections 4] [--node 24|current]
+//        [--mode for-await|serve|tokio-quiche] [--streams 256] [--connections 4] [--node 24|current]
 //        [--native PATH.node]   (load this addon build instead of the package's)
 // Compare two checkouts by running it in each. Needs valgrind (apt-get install valgrind).
 // Under callgrind everything runs about 50x slower: the defaults take about a minute a run.
@@ -36,7 +38,7 @@ const { values: o } = parseArgs({
   },
 })
 if (o.help) {
-  console.log('usage: node benchmark/instructions.js [--requests N] [--warmup N] [--runs N] [--mode for-await|serve] [--streams N] [--connections N] [--node 24|current] [--native PATH.node]')
+  console.log('usage: node benchmark/instructions.js [--requests N] [--warmup N] [--runs N] [--mode for-await|serve|tokio-quiche] [--streams N] [--connections N] [--node 24|current] [--native PATH.node]')
   process.exit(0)
 }
 const whole = (name, min) => {
@@ -49,7 +51,9 @@ const warmup = whole('warmup', 0)
 const runs = whole('runs', 1)
 const streams = whole('streams', 1)
 const connections = whole('connections', 1)
-if (!['for-await', 'serve'].includes(o.mode)) throw new Error(`--mode takes for-await or serve, not ${o.mode}`)
+if (!['for-await', 'serve', 'tokio-quiche'].includes(o.mode)) throw new Error(`--mode takes for-await, serve or tokio-quiche, not ${o.mode}`)
+const plain = o.mode === 'tokio-quiche'
+if (plain && o.native) throw new Error('--native applies to the h3node modes, not --mode tokio-quiche')
 if (!['24', 'current'].includes(o.node)) throw new Error(`--node takes 24 or current, not ${o.node}`)
 if (o.native && !fs.existsSync(o.native)) throw new Error(`--native: no file ${o.native}`)
 if (!tools.which('valgrind') || !tools.which('callgrind_control')) throw new Error('valgrind is not installed (apt-get install valgrind)')
@@ -85,12 +89,14 @@ function byThread(dir, pid) {
   return out
 }
 
-async function once(oha, cert, nodeBin) {
+async function once(oha, cert, bin) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'h3node-callgrind-'))
   const port = await proc.freePort()
+  const server = plain
+    ? [bin, '--addr', `127.0.0.1:${port}`, '--cert', cert.cert, '--key', cert.key, '--threads', '1']
+    : [bin, path.join(__dirname, 'peers', 'h3node-server.js'), '--mode', o.mode, '--port', String(port), '--cert', cert.cert, '--key', cert.key]
   const args = ['--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', '--smc-check=all-non-file',
-    `--callgrind-out-file=${path.join(dir, 'cg.%p')}`, nodeBin, path.join(__dirname, 'peers', 'h3node-server.js'),
-    '--mode', o.mode, '--port', String(port), '--cert', cert.cert, '--key', cert.key]
+    `--callgrind-out-file=${path.join(dir, 'cg.%p')}`, ...server]
   const [c, a] = proc.pinned(0, 'valgrind', args)
   const env = o.native ? { NAPI_RS_NATIVE_LIBRARY_PATH: path.resolve(o.native) } : {}
   const s = await proc.startProcess(c, a, { env, timeoutMs: 300_000 })
@@ -116,18 +122,20 @@ async function main() {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'h3node-instr-'))
   const cert = tools.makeCert(tmp)
   const oha = await tools.ensureOha()
-  const nodeBin = o.node === '24' ? await tools.ensureNode24() : process.execPath
-  const nodeVersion = execFileSync(nodeBin, ['--version'], { encoding: 'utf8' }).trim()
+  const bin = plain ? await tools.ensureTokioQuiche() : o.node === '24' ? await tools.ensureNode24() : process.execPath
+  const what = plain ? 'plain tokio-quiche (1 worker thread)' : `h3node ${o.mode}, Node ${execFileSync(bin, ['--version'], { encoding: 'utf8' }).trim()}`
+  // tokio-quiche: the first thread only starts the runtime; its worker is the I/O thread.
+  const names = plain ? ['main thread', 'I/O thread', 'other threads'] : ['JS thread', 'I/O thread', 'V8/libuv helpers']
   const rows = []
   for (let i = 0; i < runs; i++) {
-    const r = await once(oha, cert, nodeBin)
+    const r = await once(oha, cert, bin)
     rows.push(r)
-    console.error(`[instructions] run ${i + 1}: ${Math.round(r.total)} per request (JS ${Math.round(r.js)}, I/O ${Math.round(r.io)}, helpers ${Math.round(r.helpers)})`)
+    console.error(`[instructions] run ${i + 1}: ${Math.round(r.total)} per request (${names[0]} ${Math.round(r.js)}, ${names[1]} ${Math.round(r.io)}, ${names[2]} ${Math.round(r.helpers)})`)
   }
   fs.rmSync(tmp, { recursive: true, force: true })
   const k = (f) => Math.round(rows.map((r) => r[f]).sort((a, b) => a - b)[Math.floor((rows.length - 1) / 2)]).toLocaleString('en-US')
-  console.log(`h3node ${o.mode}, Node ${nodeVersion}, ${streams} streams over ${connections} connections, ${requests} requests after ${warmup} warm-up, ${runs} run(s), median:`)
-  console.log(`  instructions per request: ${k('total')} (JS thread ${k('js')}, I/O thread ${k('io')}, V8/libuv helpers ${k('helpers')})`)
+  console.log(`${what}, ${streams} streams over ${connections} connections, ${requests} requests after ${warmup} warm-up, ${runs} run(s), median:`)
+  console.log(`  instructions per request: ${k('total')} (${names[0]} ${k('js')}, ${names[1]} ${k('io')}, ${names[2]} ${k('helpers')})`)
   console.log(`  every run: ${rows.map((r) => Math.round(r.total).toLocaleString('en-US')).join(', ')}`)
 }
 
