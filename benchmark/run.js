@@ -169,11 +169,10 @@ async function smallStep(peer, prep, server, [streams, connections], extra = {})
   const opts = { connections, streams, seconds: extra.seconds ?? settings.seconds, qps: extra.qps, core: CLIENT_CORE }
   const before = proc.cpuMicros(server.pid)
   const mark = stealMark()
-  const t0 = performance.now()
   const r = peer.protocol === 'h2'
     ? await load.h2load(prep.h2load, `${server.url}/`, opts)
     : await load.oha(toolsFound.oha, `${server.url}/`, opts)
-  const wall = performance.now() - t0
+  const wall = performance.now() - mark.t
   const cpu = proc.cpuMicros(server.pid) - before
   const steal = stealSince(mark)
   if (!alive(server)) throw new Error(`server exited during the step: ${server.stderr().slice(-500)}`)
@@ -238,15 +237,11 @@ async function runSmall(runs) {
  * medians; report.js judges the small-request targets on the median of these per-round ratios.
  */
 async function runPeak(runs) {
-  const peakOf = (r) => {
-    const ok = (r.result.small || []).filter((s) => !s.failed && s.reqPerSec > 0)
-    return ok.length ? ok.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a)) : null
-  }
-  const live = runs.filter((r) => peakOf(r))
+  const live = runs.filter((r) => report.peakStep(r.result))
   if (!live.length) return
   log(`paired peak rounds: ${settings.peakRounds}, each server at its peak layout`)
   for (const r of live) {
-    const p = peakOf(r)
+    const p = report.peakStep(r.result)
     r.result.peak = { streams: p.streams, connections: p.connections, rounds: [] }
   }
   for (let round = 0; round < settings.peakRounds; round++) {
@@ -265,9 +260,8 @@ async function runPeak(runs) {
 }
 
 async function runLatency(peer, prep, server, result) {
-  const ok = (result.small || []).filter((s) => !s.failed && s.reqPerSec > 0)
-  if (!ok.length) throw new Error('no small-request figure to take the peak rate from')
-  const peak = ok.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a))
+  const peak = report.peakStep(result)
+  if (!peak) throw new Error('no small-request figure to take the peak rate from')
   const qps = Math.max(1, Math.round(peak.reqPerSec / 2))
   const r = await smallStep(peer, prep, server, [peak.streams, peak.connections], { qps })
   log(`  ${peer.label}: half load (${qps} req/s on ${peak.streams}x${peak.connections}): p50 ${r.p50Ms?.toFixed(2)} ms, p99 ${r.p99Ms?.toFixed(2)} ms`)

@@ -37,9 +37,18 @@ function pairedRatios(a, b, key) {
   return out
 }
 
+/** A peer's small-request steps that have a figure. */
+const measuredSteps = (p) => (p.small || []).filter((s) => !s.failed && s.reqPerSec > 0)
+
+/** A peer's peak step: its small-request step (median round) with the highest req/s, or null. */
+function peakStep(p) {
+  const small = measuredSteps(p)
+  return small.length ? small.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a)) : null
+}
+
 function summarize(p) {
-  const small = (p.small || []).filter((s) => !s.failed && s.reqPerSec > 0)
-  const peak = small.length ? small.reduce((a, b) => (b.reqPerSec > a.reqPerSec ? b : a)) : null
+  const small = measuredSteps(p)
+  const peak = peakStep(p)
   const byConcurrency = {}
   for (const s of small) if (!byConcurrency[s.streams] || s.reqPerSec > byConcurrency[s.streams].reqPerSec) byConcurrency[s.streams] = s
   return {
@@ -164,7 +173,7 @@ function markdown(results) {
     const n = Math.max(...withPeak.map((id) => peers[id].peak.rounds.length))
     const rounds = [...Array(n).keys()]
     L.push('## Paired peak rounds', '')
-    L.push(`Each server's peak layout (from the rounds above) loaded ${n} more times, every server in turn in each round. A ratio is taken within a round, then the median over rounds. Steal is the share of the round's wall time the hypervisor took from the server core.`, '')
+    L.push(`Each server's peak layout (from the rounds above) loaded ${n} more time${n === 1 ? "" : "s"}, every server in turn in each round. A ratio is taken within a round, then the median over rounds. Steal is the share of the round's wall time the hypervisor took from the server core.`, '')
     L.push(`| server (peak layout) | ${rounds.map((i) => `round ${i + 1}`).join(' | ')} | median |`, `|---|${rounds.map(() => '---').join('|')}|---|`)
     for (const id of withPeak) {
       const pk = peers[id].peak
@@ -276,4 +285,4 @@ function svg(results) {
   return o.join('\n') + '\n'
 }
 
-module.exports = { derive, markdown, svg, summarize, METRICS }
+module.exports = { derive, markdown, svg, summarize, peakStep, METRICS }
