@@ -173,7 +173,7 @@ function markdown(results) {
     const n = Math.max(...withPeak.map((id) => peers[id].peak.rounds.length))
     const rounds = [...Array(n).keys()]
     L.push('## Paired peak rounds', '')
-    L.push(`Each server's peak layout (from the rounds above) loaded ${n} more time${n === 1 ? "" : "s"}, every server in turn in each round. A ratio is taken within a round, then the median over rounds. Steal is the share of the round's wall time the hypervisor took from the server core.`, '')
+    L.push(`Each server's peak layout (from the rounds above) loaded ${n} more time${n === 1 ? '' : 's'}, every server in turn in each round. A ratio is taken within a round, then the median over rounds. Steal is the share of the round's wall time the hypervisor took from the server core.`, '')
     L.push(`| server (peak layout) | ${rounds.map((i) => `round ${i + 1}`).join(' | ')} | median |`, `|---|${rounds.map(() => '---').join('|')}|---|`)
     for (const id of withPeak) {
       const pk = peers[id].peak
