@@ -111,8 +111,8 @@ function derive(results) {
   // median of per-round ratios, with how many rounds pass), else on the ratio of the peaks.
   const smallRatio = (s, id, min, name) => {
     const ok = (v) => v >= min
-    const paired = results.peers[s]?.peak && results.peers[id]?.peak ? overRounds(pairedRatios(results.peers[s], results.peers[id], 'reqPerSec'), ok) : null
-    if (paired) add(s, name, paired.median, ok, 'x', paired)
+    const paired = ratios[s][id]?.pairedPeakReqPerSec
+    if (paired) add(s, name, paired.median, ok, 'x', overRounds(paired.values, ok))
     else add(s, name, ratios[s][id]?.peakReqPerSec ?? null, ok, 'x')
   }
   for (const s of SUBJECTS) {
