@@ -303,10 +303,28 @@ test('the client announces content-length for bodies of known size, and not for 
 test('HTTP/1.1 connection fields in a response are left out, not sent malformed', async (t) => {
   const p = await pair(t)
   handle(p.server, (req) =>
-    req.respond(new Response('sse', { headers: { 'transfer-encoding': 'chunked', connection: 'keep-alive, x-hop', 'keep-alive': 'timeout=5', 'x-hop': '1', te: 'gzip', 'x-kept': 'yes' } })),
+    req.respond(
+      new Response('sse', {
+        // `connection` names one field that sorts before it and one after.
+        headers: [
+          ['transfer-encoding', 'chunked'],
+          ['connection', 'keep-alive, X-Hop, a-hop'],
+          ['keep-alive', 'timeout=5'],
+          ['a-hop', '0'],
+          ['x-hop', '1'],
+          ['te', 'gzip'],
+          ['x-kept', 'yes'],
+          ['b-kept', 'also'],
+          ['set-cookie', 'a=1'],
+          ['set-cookie', 'b=2'],
+        ],
+      }),
+    ),
   )
   const res = await p.client.fetch(`${p.base}/`)
   t.is(await res.text(), 'sse')
   t.is(res.headers.get('x-kept'), 'yes')
-  for (const n of ['transfer-encoding', 'connection', 'keep-alive', 'x-hop', 'te']) t.false(res.headers.has(n), n)
+  t.is(res.headers.get('b-kept'), 'also')
+  t.deepEqual(res.headers.getSetCookie(), ['a=1', 'b=2'])
+  for (const n of ['transfer-encoding', 'connection', 'keep-alive', 'x-hop', 'a-hop', 'te']) t.false(res.headers.has(n), n)
 })

@@ -185,14 +185,30 @@ const CONNECTION_FIELDS = new Set(['connection', 'keep-alive', 'proxy-connection
  * a peer must treat a message carrying them as malformed.
  */
 export function flattenHeaders(h: Headers, out: string[] = []): string[] {
-  const named = h.get('connection')
-  const drop = named ? new Set(named.split(',').map((n) => n.trim().toLowerCase())) : null
+  const start = out.length
+  // One pass over the fields: `forEach` gives each set-cookie on its own
+  // (the Fetch standard's "sort and combine" leaves them apart), and the
+  // fields `connection` names are taken out afterwards.
+  let named = null as string | null
   h.forEach((value, name) => {
-    if (name === 'set-cookie' || CONNECTION_FIELDS.has(name) || drop?.has(name)) return
+    if (CONNECTION_FIELDS.has(name)) {
+      if (name === 'connection') named = value
+      return
+    }
     if (name === 'te' && value.trim().toLowerCase() !== 'trailers') return
     out.push(name, value)
   })
-  for (const c of h.getSetCookie()) out.push('set-cookie', c)
+  if (named !== null) {
+    const drop = new Set(named.split(',').map((n) => n.trim().toLowerCase()))
+    let w = start
+    for (let r = start; r < out.length; r += 2) {
+      if (drop.has(out[r])) continue
+      out[w] = out[r]
+      out[w + 1] = out[r + 1]
+      w += 2
+    }
+    out.length = w
+  }
   return out
 }
 
