@@ -459,9 +459,14 @@ test('404 handler, error handlers, a throwing route gets Fastify\'s 500, a faili
   t.deepEqual(await res.json(), { handled: 'scoped failure' })
 
   // Headers went out before the source failed: the client must see a reset, not a short body.
-  res = await client.fetch(`${base}/fails-midway`)
-  t.is(res.status, 200)
-  await t.throwsAsync(res.arrayBuffer())
+  // The reset can overtake the response head on the client (a receiver may drop a reset
+  // stream's unread data, RFC 9000 §3.2), so fetch itself may reject with it.
+  const midway = await client.fetch(`${base}/fails-midway`).then(
+    async (r) => ({ status: r.status, body: await r.arrayBuffer().then(() => 'complete', (e) => e.code) }),
+    (e) => ({ status: null, body: e.code }),
+  )
+  t.true(midway.status === 200 || midway.status === null, `status ${midway.status}`)
+  t.is(midway.body, 'ERR_H3_STREAM_RESET')
   t.true(reported.length >= 1)
 
   for (let i = 0; i < 5; i++) {
