@@ -763,9 +763,9 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
    * because V8 deoptimizes a function when a branch its optimized code never
    * ran is taken: with every kind in one function, the first connection
    * close or reset after warm-up threw the request path back to the
-   * interpreter and cost a new TurboFan compile of the whole switch (35 ms,
-   * on the core the server shares; `--trace-deopt`, up to three times in
-   * one run of the benchmark).
+   * interpreter and cost a new TurboFan compile of the whole switch (35 ms
+   * on the core the server shares; `--trace-deopt` showed three such
+   * deoptimizations over two back-to-back oha loads).
    */
   #dispatch(e: NativeEvent): void {
     const kind = e.kind
@@ -825,7 +825,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     this.#maybeDrop(s)
   }
 
-  /** Every event but Headers and Finished, and Data and Sent of WebTransport streams. */
+  /** Every other event, and Data and Sent on a connection that has WebTransport sessions. */
   #dispatchRare(e: NativeEvent): void {
     if (e.kind === Ev.Data || e.kind === Ev.Reset || e.kind === Ev.StopSending || e.kind === Ev.Sent) {
       // A stream of a WebTransport session, not a request.
