@@ -771,8 +771,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     const kind = e.kind
     if (kind === Ev.Headers) return this.#onHeaders(e)
     if (kind === Ev.Data || kind === Ev.Sent) {
-      // A stream of a WebTransport session, not a request.
-      if (this.#sessions.size > 0 && this.#sessions.has(e.conn)) return this.#dispatchRare(e)
+      if (this.#sessions.size > 0 && this.#toSession(e)) return
       const s = this.#state(e)
       if (!s) return
       if (kind === Ev.Sent) {
@@ -825,13 +824,16 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     this.#maybeDrop(s)
   }
 
-  /** Every other event, and Data and Sent on a connection that has WebTransport sessions. */
+  /** A stream event of a WebTransport session's stream, not a request's: hands it to the session. */
+  #toSession(e: NativeEvent): boolean {
+    const wt = this.#sessions.has(e.conn) ? this.#sessionOf(e.conn, e.stream) : undefined
+    wt?.onStreamEvent(e)
+    return wt !== undefined
+  }
+
+  /** Every event but Headers, Data, Sent and Finished. */
   #dispatchRare(e: NativeEvent): void {
-    if (e.kind === Ev.Data || e.kind === Ev.Reset || e.kind === Ev.StopSending || e.kind === Ev.Sent) {
-      // A stream of a WebTransport session, not a request.
-      const wt = this.#sessions.has(e.conn) ? this.#sessionOf(e.conn, e.stream) : undefined
-      if (wt) return wt.onStreamEvent(e)
-    }
+    if ((e.kind === Ev.Reset || e.kind === Ev.StopSending) && this.#toSession(e)) return
     switch (e.kind) {
       case Ev.ConnOpen:
         this.#conns.set(e.conn, {
@@ -862,13 +864,6 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
       case Ev.SessionDrain:
         this.#sessions.get(e.conn)?.get(e.stream)?.onDrain()
         break
-      case Ev.Data: {
-        const s = this.#state(e)
-        if (!s?.body) break
-        if (e.data && e.data.byteLength > 0) s.body.push(e.data)
-        if (e.fin) s.body.end()
-        break
-      }
       case Ev.Trailers: {
         const s = this.#state(e)
         s?.req.setTrailers(splitSection(e.section))
@@ -902,9 +897,6 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         this.#maybeDrop(s)
         break
       }
-      case Ev.Sent:
-        this.#state(e)?.out?.sent(e.code)
-        break
       case Ev.ConnClose: {
         const streams = this.#streams.get(e.conn)
         if (streams) {
