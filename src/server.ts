@@ -771,7 +771,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     const kind = e.kind
     if (kind === Ev.Headers) return this.#onHeaders(e)
     if (kind === Ev.Data || kind === Ev.Sent) {
-      if (this.#sessions.size > 0 && this.#toSession(e)) return
+      if (this.#toSession(e)) return
       const s = this.#state(e)
       if (!s) return
       if (kind === Ev.Sent) {
