@@ -72,3 +72,23 @@ test('a round one server failed is left out of the pairs; without peak rounds th
   t.is(Number(cs.measured.toFixed(2)), 0.9)
   t.false(cs.pass)
 })
+
+test('half-load latency is judged both on each server\'s own peak step and on the one step for all', (t) => {
+  const r = results({ 'h3node-for-await': { sweep: 20_000 }, 'tokio-quiche': { sweep: 30_000 } })
+  const lat = (streams, connections, targetRate, p50Ms, p99Ms) => ({ streams, connections, targetRate, p50Ms, p99Ms })
+  Object.assign(r.peers['h3node-for-await'], { latency: lat(256, 4, 10_000, 1.5, 20), latencyCommon: lat(64, 1, 9_000, 0.9, 1.8) })
+  Object.assign(r.peers['tokio-quiche'], { latency: lat(64, 1, 15_000, 0.6, 3), latencyCommon: lat(64, 1, 15_000, 0.6, 3) })
+  const d = derived(r)
+  const own = d.targets.find((x) => x.subject === 'h3node-for-await' && x.target === 'p99 at half load <= 2 ms')
+  t.is(own.measured, 20)
+  t.false(own.pass)
+  const common = d.targets.find((x) => x.subject === 'h3node-for-await' && x.target.startsWith('p99 at half load <= 2 ms, on 64x1'))
+  t.is(common.measured, 1.8)
+  t.true(common.pass)
+  // The ratio to tokio-quiche: 20 / 3 on own peak steps, 1.8 / 3 on the common step.
+  t.is(Number(d.ratios['h3node-for-await']['tokio-quiche'].p99MsAtHalfLoad.toFixed(2)), 6.67)
+  t.is(Number(d.ratios['h3node-for-await']['tokio-quiche'].p99MsAtHalfLoadCommonStep.toFixed(2)), 0.6)
+  const md = report.markdown(d)
+  t.regex(md, /\| half-load run, own peak step \| 10,000 req\/s on 256x4 \| 15,000 req\/s on 64x1 \|/)
+  t.regex(md, /\| half-load run, one step for all \| 9,000 req\/s on 64x1 \| 15,000 req\/s on 64x1 \|/)
+})

@@ -65,6 +65,10 @@ const settings = {
   steps: quick
     ? [[1, 1], [16, 1], [64, 1], [256, 4]]
     : [[1, 1], [16, 1], [64, 1], [256, 1], [16, 16], [64, 4], [256, 4], [64, 64], [256, 64]],
+  // Half-load latency is also taken at this one step for every server, so that its p50 and p99
+  // compare like with like: at its own peak step a server serving 1,024 streams and one serving
+  // 64 are not loaded the same way (benchmark/README.md, "Figures"). One of `steps`.
+  latencyStep: [64, 1],
   bulkBytes: Number(flags['bulk-bytes'] ?? (quick ? 256 * MiB : GiB)),
   idleConnections: Number(flags.idle ?? (quick ? 1000 : 10_000)),
   connectSeconds: quick ? 3 : 5,
@@ -259,15 +263,29 @@ async function runPeak(runs) {
   }
 }
 
-async function runLatency(peer, prep, server, result) {
-  const peak = report.peakStep(result)
-  if (!peak) throw new Error('no small-request figure to take the peak rate from')
-  // The paired peak rounds' median when there are any: the best of the sweep's steps is the
-  // highest of several noisy medians, so half of it can sit close to the server's real capacity.
-  const peakRate = report.summarize(result).pairedPeakReqPerSec ?? peak.reqPerSec
+/**
+ * p50/p99 at half load. Without `step`: on the server's own peak step, at half its peak (the
+ * paired peak rounds' median when there are any: the best of the sweep's steps is the highest
+ * of several noisy medians, so half of it can sit close to the server's real capacity). With
+ * `step` ([streams, connections], one of settings.steps): on that step, at half the server's
+ * req/s there (its median round).
+ */
+async function runLatency(peer, prep, server, result, step) {
+  let layout, peakRate
+  if (step) {
+    const at = (result.small || []).find((s) => s.streams === step[0] && s.connections === step[1] && !s.failed && s.reqPerSec > 0)
+    if (!at) throw new Error(`no small-request figure at ${step[0]}x${step[1]} to take the rate from`)
+    layout = step
+    peakRate = at.reqPerSec
+  } else {
+    const peak = report.peakStep(result)
+    if (!peak) throw new Error('no small-request figure to take the peak rate from')
+    layout = [peak.streams, peak.connections]
+    peakRate = report.summarize(result).pairedPeakReqPerSec ?? peak.reqPerSec
+  }
   const qps = Math.max(1, Math.round(peakRate / 2))
-  const r = await smallStep(peer, prep, server, [peak.streams, peak.connections], { qps })
-  log(`  ${peer.label}: half load (${qps} req/s on ${peak.streams}x${peak.connections}): p50 ${r.p50Ms?.toFixed(2)} ms, p99 ${r.p99Ms?.toFixed(2)} ms`)
+  const r = await smallStep(peer, prep, server, layout, { qps })
+  log(`  ${peer.label}: half load (${qps} req/s on ${layout[0]}x${layout[1]}): p50 ${r.p50Ms?.toFixed(2)} ms, p99 ${r.p99Ms?.toFixed(2)} ms`)
   return { ...r, targetRate: qps, peakRate }
 }
 
@@ -454,14 +472,20 @@ async function main() {
       if (selectedFigures.has('small') || selectedFigures.has('latency')) await runSmall(live)
       if (selectedFigures.has('small') && settings.peakRounds > 0) await runPeak(live)
       if (selectedFigures.has('latency')) {
-        log('latency at half of each server\'s peak (the median round of its peak step)')
-        const rounds = new Map(live.map((r) => [r, []]))
-        for (let round = 0; round < settings.rounds; round++) {
-          for (const r of rotated(live, round)) if (alive(r.server)) rounds.get(r).push(await attempt(r.result, 'latency', () => runLatency(r.peer, r.prep, r.server, r.result)))
-        }
-        for (const r of live) {
-          const m = medianRound(rounds.get(r), 'p99Ms')
-          if (m) r.result.latency = m
+        const [ls, lc] = settings.latencyStep
+        for (const [key, step, what] of [
+          ['latency', null, 'half of each server\'s peak, on its own peak step'],
+          ['latencyCommon', settings.latencyStep, `half of each server's req/s on ${ls} streams over ${lc} connection${lc > 1 ? 's' : ''} (one step for all)`],
+        ]) {
+          log(`latency at ${what}`)
+          const rounds = new Map(live.map((r) => [r, []]))
+          for (let round = 0; round < settings.rounds; round++) {
+            for (const r of rotated(live, round)) if (alive(r.server)) rounds.get(r).push(await attempt(r.result, key, () => runLatency(r.peer, r.prep, r.server, r.result, step)))
+          }
+          for (const r of live) {
+            const m = medianRound(rounds.get(r), 'p99Ms')
+            if (m) r.result[key] = m
+          }
         }
       }
       if (selectedFigures.has('bulk')) {

@@ -60,6 +60,10 @@ function summarize(p) {
     bestReqPerSecByConcurrency: Object.fromEntries(Object.entries(byConcurrency).map(([k, s]) => [k, s.reqPerSec])),
     p50MsAtHalfLoad: num(p.latency?.p50Ms),
     p99MsAtHalfLoad: num(p.latency?.p99Ms),
+    // The same at one step for every server (run.js settings.latencyStep).
+    latencyStep: p.latencyCommon ? `${p.latencyCommon.streams}x${p.latencyCommon.connections}` : null,
+    p50MsAtHalfLoadCommonStep: num(p.latencyCommon?.p50Ms),
+    p99MsAtHalfLoadCommonStep: num(p.latencyCommon?.p99Ms),
     downloadGbps: num(p.bulk?.download?.gbps),
     uploadGbps: num(p.bulk?.upload?.gbps),
     connPerSecRetryOff: num(p.connections?.retryOff?.connPerSec),
@@ -78,6 +82,8 @@ const METRICS = [
   ['cpuMicrosPerRequestAtPeak', 'server CPU µs/request at peak', false],
   ['p50MsAtHalfLoad', 'p50 latency at half peak (ms)', false],
   ['p99MsAtHalfLoad', 'p99 latency at half peak (ms)', false],
+  ['p50MsAtHalfLoadCommonStep', 'p50 latency at half load, one step for all (ms)', false],
+  ['p99MsAtHalfLoadCommonStep', 'p99 latency at half load, one step for all (ms)', false],
   ['downloadGbps', 'bulk download Gbit/s', true],
   ['uploadGbps', 'bulk upload Gbit/s', true],
   ['connPerSecRetryOff', 'new connections/s, Retry off', true],
@@ -132,6 +138,7 @@ function derive(results) {
     add(s, 'bulk upload >= 0.9x plain tokio-quiche', rr['tokio-quiche']?.uploadGbps ?? null, (v) => v >= 0.9, 'x')
     add(s, '<= 64 KiB per idle connection', m.idleBytesPerConnection == null ? null : m.idleBytesPerConnection / KiB, (v) => v <= 64, 'KiB')
     add(s, 'p99 at half load <= 2 ms', m.p99MsAtHalfLoad, (v) => v <= 2, 'ms')
+    if (m.latencyStep) add(s, `p99 at half load <= 2 ms, on ${m.latencyStep} (one step for all)`, m.p99MsAtHalfLoadCommonStep, (v) => v <= 2, 'ms')
   }
   return { summary, ratios, targets }
 }
@@ -227,6 +234,9 @@ function markdown(results) {
   L.push(`| idle connections opened | ${ids.map((id) => (peers[id].idle ? `${peers[id].idle.opened}/${peers[id].idle.requested}` : '—')).join(' | ')} |`)
   L.push(`| server CPU µs per new connection (Retry off) | ${ids.map((id) => fmt(peers[id].connections?.retryOff?.serverCpuMicrosPerConnection ?? null, 0)).join(' | ')} |`)
   L.push(`| peak layout | ${ids.map((id) => summary[id].peakLayout ?? '—').join(' | ')} |`)
+  const halfLoad = (l) => (l ? `${fmt(l.targetRate, 0)} req/s on ${l.streams}x${l.connections}` : '—')
+  L.push(`| half-load run, own peak step | ${ids.map((id) => halfLoad(peers[id].latency)).join(' | ')} |`)
+  L.push(`| half-load run, one step for all | ${ids.map((id) => halfLoad(peers[id].latencyCommon)).join(' | ')} |`)
   L.push(`| CPU steal of the server core during the half-load run | ${ids.map((id) => (summary[id].stealAtHalfLoad == null ? '—' : `${(summary[id].stealAtHalfLoad * 100).toFixed(1)}%`)).join(' | ')} |`)
   L.push('')
   const clients = new Set()
