@@ -1,7 +1,9 @@
 // quic-bench: the quic-go side of `npm run bench` for what oha does not measure.
 //
-//	quic-bench idle     -url URL -n N [-rate R]   open N HTTP/3 connections (one GET each), print
-//	                                              {"event":"ready",...}, hold them until stdin closes
+//	quic-bench idle     -url URL -n N [-c P] [-open-seconds S]
+//	                                              open N HTTP/3 connections (one GET each; none
+//	                                              started after S seconds), print {"event":"ready",...},
+//	                                              hold them until stdin closes
 //	quic-bench connect  -url URL -d SEC -c W      W workers: new connection, GET, close; report conn/s
 //	quic-bench download -url URL/bytes/N          one connection, one GET, body discarded; Gbit/s
 //	quic-bench upload   -url URL/sink -bytes N    one connection, one POST of N bytes; Gbit/s
@@ -113,13 +115,14 @@ func main() {
 	n := fs.Int("n", 1000, "idle: connections to open")
 	rate := fs.Int("c", 32, "idle/connect: connections being opened at once")
 	dur := fs.Float64("d", 5, "connect: seconds")
+	openFor := fs.Float64("open-seconds", 0, "idle: start no connection after this many seconds (0: no limit)")
 	size := fs.Int64("bytes", 1<<30, "upload: bytes")
 	_ = fs.Parse(os.Args[2:])
 	addr := target(*u)
 	ctx := context.Background()
 	switch mode {
 	case "idle":
-		idle(ctx, addr, *u, *n, *rate)
+		idle(ctx, addr, *u, *n, *rate, time.Duration(*openFor*float64(time.Second)))
 	case "connect":
 		connect(ctx, addr, *u, time.Duration(*dur*float64(time.Second)), *rate)
 	case "download":
@@ -133,8 +136,11 @@ func main() {
 
 // idle opens n connections over a few UDP sockets (one per 1000 connections), each
 // with one finished GET, then holds them open (quic-go keep-alives) until stdin closes.
-func idle(ctx context.Context, addr *net.UDPAddr, u string, n, par int) {
+// With openFor > 0, no connection is started after openFor: a server that accepts
+// connections slowly is measured on those it took by then ("opened" says how many).
+func idle(ctx context.Context, addr *net.UDPAddr, u string, n, par int, openFor time.Duration) {
 	start := time.Now()
+	var notStarted atomic.Int64
 	var transports []*quic.Transport
 	for i := 0; i < (n+999)/1000; i++ {
 		transports = append(transports, newTransport())
@@ -152,6 +158,10 @@ func idle(ctx context.Context, addr *net.UDPAddr, u string, n, par int) {
 				i := int(next.Add(1) - 1)
 				if i >= n {
 					return
+				}
+				if openFor > 0 && time.Since(start) >= openFor {
+					notStarted.Add(1)
+					continue
 				}
 				c, err := func() (*conn, error) {
 					cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -173,7 +183,7 @@ func idle(ctx context.Context, addr *net.UDPAddr, u string, n, par int) {
 		}()
 	}
 	wg.Wait()
-	ev := map[string]any{"event": "ready", "opened": n - int(failed.Load()), "failed": failed.Load(), "seconds": time.Since(start).Seconds()}
+	ev := map[string]any{"event": "ready", "opened": n - int(failed.Load()) - int(notStarted.Load()), "failed": failed.Load(), "notStarted": notStarted.Load(), "seconds": time.Since(start).Seconds()}
 	if e := firstErr.Load(); e != nil {
 		ev["firstError"] = e
 	}
