@@ -273,7 +273,7 @@ async function runPeak(runs) {
 async function runLatency(peer, prep, server, result, step) {
   let layout, peakRate
   if (step) {
-    const at = (result.small || []).find((s) => s.streams === step[0] && s.connections === step[1] && !s.failed && s.reqPerSec > 0)
+    const at = report.measuredSteps(result).find((s) => s.streams === step[0] && s.connections === step[1])
     if (!at) throw new Error(`no small-request figure at ${step[0]}x${step[1]} to take the rate from`)
     layout = step
     peakRate = at.reqPerSec

@@ -295,4 +295,4 @@ function svg(results) {
   return o.join('\n') + '\n'
 }
 
-module.exports = { derive, markdown, svg, summarize, peakStep, METRICS }
+module.exports = { derive, markdown, svg, summarize, measuredSteps, peakStep, METRICS }
