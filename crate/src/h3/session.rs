@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use quiche::h3::qpack;
 use quiche::h3::{HeaderRef, NameValue};
 use quiche::Shutdown;
@@ -161,8 +162,6 @@ enum Recv {
     Done,
 }
 
-/// One chunk queued for sending: encoded bytes and how many of them are body
-/// payload (reported back to JS as write credit).
 /// Queued pieces are merged while the result stays this small (bytes);
 /// larger ones stay separate so that big bodies are never copied again.
 const COALESCE_MAX: usize = 4096;
@@ -183,6 +182,9 @@ const SHORT_BODY_ROOM: usize = 256;
 /// short, so a writer waiting for it is always woken in time.
 const SENT_LOW_WATER: u64 = 64 * 1024;
 
+/// One chunk queued for sending: encoded bytes and how many of them are body
+/// payload (reported back to JS as write credit). See
+/// [`ReqStream::send_front`] for how it reaches quiche.
 struct OutChunk {
     bytes: Vec<u8>,
     payload: u64,
@@ -205,7 +207,10 @@ struct ReqStream {
     delivered: u64,
     consumed: u64,
     out: VecDeque<OutChunk>,
-    out_off: usize,
+    /// What quiche has not yet taken of the front chunk of `out`, once it
+    /// took part of it (the chunk's own `bytes` are then empty and it takes
+    /// no more pieces).
+    out_rest: Option<Bytes>,
     out_fin: bool,
     fin_sent: bool,
     send_closed: bool,
@@ -257,7 +262,7 @@ impl ReqStream {
             delivered: 0,
             consumed: 0,
             out: VecDeque::new(),
-            out_off: 0,
+            out_rest: None,
             out_fin: false,
             fin_sent: false,
             send_closed: false,
@@ -308,6 +313,60 @@ impl ReqStream {
 
     fn finished(&self) -> bool {
         self.recv == Recv::Done && (self.send_closed || (self.fin_sent && self.out.is_empty()))
+    }
+
+    /// The last queued chunk, if `extra` more bytes may join it: it stays
+    /// within [`COALESCE_MAX`] and quiche has taken none of it yet.
+    fn joinable(&mut self, extra: usize) -> Option<&mut OutChunk> {
+        let taken = self.out_rest.is_some() && self.out.len() == 1;
+        self.out
+            .back_mut()
+            .filter(|last| !taken && last.bytes.len() + extra <= COALESCE_MAX)
+    }
+
+    /// Hands the front chunk of `out` (or what quiche left of it) to
+    /// quiche. Returns how many bytes it took, and whether that was all.
+    /// A small chunk is copied (one allocation of its size; ours is freed
+    /// at once instead of living until the peer acknowledges it); a bigger
+    /// one is handed over as it is (`stream_send_zc`: no copy, where
+    /// `stream_send` would copy it into a new allocation per 4 KiB).
+    fn send_front(&mut self, q: &mut QConn, id: u64, fin: bool) -> quiche::Result<(usize, bool)> {
+        let Some(chunk) = self.out.front_mut() else {
+            return Ok((0, true));
+        };
+        if self.out_rest.is_none() && chunk.bytes.len() <= COALESCE_MAX {
+            let n = q.stream_send(id, &chunk.bytes, fin)?;
+            if n < chunk.bytes.len() {
+                let mut taken = Bytes::from(std::mem::take(&mut chunk.bytes));
+                self.out_rest = Some(taken.split_off(n));
+                return Ok((n, false));
+            }
+            return Ok((n, true));
+        }
+        let rest = match self.out_rest.take() {
+            Some(rest) => rest,
+            // No copy: the Vec becomes Bytes in place.
+            None => Bytes::from(std::mem::take(&mut chunk.bytes)),
+        };
+        // quiche drops a buffer it refuses (Done when the connection has no
+        // send capacity), so it gets a second handle to the same bytes.
+        match q.stream_send_zc(id, rest.clone(), fin) {
+            Ok((n, _)) if n < rest.len() => {
+                self.out_rest = Some(rest.slice(n..));
+                Ok((n, false))
+            }
+            Ok((n, _)) => Ok((n, true)),
+            Err(e) => {
+                self.out_rest = Some(rest);
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets everything queued (the stream's sending side is closed).
+    fn clear_out(&mut self) {
+        self.out.clear();
+        self.out_rest = None;
     }
 }
 
@@ -807,14 +866,14 @@ impl Session {
                 if s.out.is_empty() {
                     s.send_progress = Instant::now();
                 }
-                match s.out.back_mut() {
+                match s.joinable(bytes.len()) {
                     // Small pieces (a head, a DATA frame header, a short
                     // body) travel as one chunk: one stream_send, not three.
-                    Some(last) if last.bytes.len() + bytes.len() <= COALESCE_MAX => {
+                    Some(last) => {
                         last.bytes.extend_from_slice(&bytes);
                         last.payload += payload;
                     }
-                    _ => s.out.push_back(OutChunk { bytes, payload }),
+                    None => s.out.push_back(OutChunk { bytes, payload }),
                 }
             }
             s.out_fin |= fin;
@@ -1114,13 +1173,15 @@ impl Session {
         // (no allocation of its own); the payload is queued as it came, so
         // a big one is not copied again.
         let joined = self.streams.get_mut(&stream).is_some_and(|s| {
-            let last = s.out.back_mut().filter(|_| !s.send_closed && !s.out_fin);
-            match last {
-                Some(last) if last.bytes.len() + 16 <= COALESCE_MAX => {
+            if s.send_closed || s.out_fin {
+                return false;
+            }
+            match s.joinable(16) {
+                Some(last) => {
                     frame::put_frame_header(&mut last.bytes, frame::DATA, payload);
                     true
                 }
-                _ => false,
+                None => false,
             }
         });
         if !joined {
@@ -1160,7 +1221,7 @@ impl Session {
                 let _ = q.stream_shutdown(stream, Shutdown::Write, code);
             }
             s.send_closed = true;
-            s.out.clear();
+            s.clear_out();
             let _ = self.maybe_remove(stream);
             return;
         }
@@ -1179,7 +1240,7 @@ impl Session {
             }
             s.recv = Recv::Done;
             s.send_closed = true;
-            s.out.clear();
+            s.clear_out();
             self.forget(stream);
         }
     }
@@ -1925,7 +1986,7 @@ impl Session {
             // streams keep their sending half.)
             let _ = q.stream_shutdown(id, Shutdown::Write, H3Code::RequestCancelled.code());
             s.send_closed = true;
-            s.out.clear();
+            s.clear_out();
         }
         if !hidden {
             let ev = self.event(EventKind::Reset, id);
@@ -2270,54 +2331,48 @@ impl Session {
         }
         let mut blocked = false;
         let mut stopped = None;
-        while let Some(chunk) = s.out.front() {
-            let last = s.out.len() == 1;
-            let rest = &chunk.bytes[s.out_off..];
-            let fin = last && s.out_fin;
-            match q.stream_send(id, rest, fin) {
-                Ok(n) => {
+        while !s.out.is_empty() {
+            let fin = s.out.len() == 1 && s.out_fin;
+            match s.send_front(q, id, fin) {
+                Ok((n, all)) => {
                     self.writes += 1;
                     if n > 0 {
                         s.send_progress = Instant::now();
                     }
-                    if n < rest.len() {
-                        s.out_off += n;
+                    if !all {
                         blocked = true;
                         break;
                     }
-                    s.sent_report += chunk.payload;
-                    s.out_off = 0;
-                    s.out.pop_front();
+                    if let Some(chunk) = s.out.pop_front() {
+                        s.sent_report += chunk.payload;
+                    }
                     if fin {
                         s.fin_sent = true;
                     }
                 }
-                Err(quiche::Error::Done) => {
-                    // No room, or no stream: quiche answers Done too for a
-                    // stream it has already forgotten (the peer stopped it
-                    // before we sent anything, and reading its FIN completed
-                    // it), which would otherwise wait here forever.
-                    match q.stream_capacity(id) {
-                        Err(quiche::Error::StreamStopped(code)) => stopped = Some(code),
-                        Err(quiche::Error::InvalidStreamState(_)) => {
-                            stopped = Some(H3Code::RequestCancelled.code())
+                Err(e) => {
+                    match e {
+                        // No room, or no stream: quiche answers Done too for
+                        // a stream it has already forgotten (the peer stopped
+                        // it before we sent anything, and reading its FIN
+                        // completed it), which would otherwise wait here
+                        // forever.
+                        quiche::Error::Done => match q.stream_capacity(id) {
+                            Err(quiche::Error::StreamStopped(code)) => stopped = Some(code),
+                            Err(quiche::Error::InvalidStreamState(_)) => {
+                                stopped = Some(H3Code::RequestCancelled.code())
+                            }
+                            _ => blocked = true,
+                        },
+                        quiche::Error::StreamStopped(code) => stopped = Some(code),
+                        quiche::Error::StreamLimit => {
+                            // Not creatable yet: back to the queue of unopened requests.
+                            s.opened = false;
+                            self.pending_opens.push_front(id);
+                            return;
                         }
-                        _ => blocked = true,
+                        _ => stopped = Some(H3Code::InternalError.code()),
                     }
-                    break;
-                }
-                Err(quiche::Error::StreamStopped(code)) => {
-                    stopped = Some(code);
-                    break;
-                }
-                Err(quiche::Error::StreamLimit) => {
-                    // Not creatable yet: back to the queue of unopened requests.
-                    s.opened = false;
-                    self.pending_opens.push_front(id);
-                    return;
-                }
-                Err(_) => {
-                    stopped = Some(H3Code::InternalError.code());
                     break;
                 }
             }
@@ -2351,7 +2406,7 @@ impl Session {
         let raw = s.raw;
         if let Some(code) = stopped {
             s.send_closed = true;
-            s.out.clear();
+            s.clear_out();
             let _ = q.stream_shutdown(id, Shutdown::Write, code);
             if !hidden {
                 let code = self.app_code(id, code);
