@@ -479,9 +479,9 @@ impl DeferLimits {
     };
 
     /// The process may use one core only (its affinity or cgroup quota):
-    /// every wake-up of JS takes the core from the I/O thread (about 40-80
-    /// µs of switching and event-loop work a wake-up on the benchmark's VM),
-    /// and JS could not have run alongside anyway. So wake-ups carry up to
+    /// every wake-up of JS takes the core from the I/O thread (a switch each
+    /// way and a turn of the event loop), and JS could not have run
+    /// alongside anyway. So wake-ups carry up to
     /// 64 events, or whatever arrived within 2 ms. Measured on one core
     /// against the 200 µs rule (`for await` hello world, medians of three
     /// alternating 5 s runs, server CPU per request): 74.4 against 86.7 µs
