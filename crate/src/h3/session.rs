@@ -2350,29 +2350,32 @@ impl Session {
                         s.fin_sent = true;
                     }
                 }
-                Err(e) => {
-                    match e {
-                        // No room, or no stream: quiche answers Done too for
-                        // a stream it has already forgotten (the peer stopped
-                        // it before we sent anything, and reading its FIN
-                        // completed it), which would otherwise wait here
-                        // forever.
-                        quiche::Error::Done => match q.stream_capacity(id) {
-                            Err(quiche::Error::StreamStopped(code)) => stopped = Some(code),
-                            Err(quiche::Error::InvalidStreamState(_)) => {
-                                stopped = Some(H3Code::RequestCancelled.code())
-                            }
-                            _ => blocked = true,
-                        },
-                        quiche::Error::StreamStopped(code) => stopped = Some(code),
-                        quiche::Error::StreamLimit => {
-                            // Not creatable yet: back to the queue of unopened requests.
-                            s.opened = false;
-                            self.pending_opens.push_front(id);
-                            return;
+                Err(quiche::Error::Done) => {
+                    // No room, or no stream: quiche answers Done too for a
+                    // stream it has already forgotten (the peer stopped it
+                    // before we sent anything, and reading its FIN completed
+                    // it), which would otherwise wait here forever.
+                    match q.stream_capacity(id) {
+                        Err(quiche::Error::StreamStopped(code)) => stopped = Some(code),
+                        Err(quiche::Error::InvalidStreamState(_)) => {
+                            stopped = Some(H3Code::RequestCancelled.code())
                         }
-                        _ => stopped = Some(H3Code::InternalError.code()),
+                        _ => blocked = true,
                     }
+                    break;
+                }
+                Err(quiche::Error::StreamStopped(code)) => {
+                    stopped = Some(code);
+                    break;
+                }
+                Err(quiche::Error::StreamLimit) => {
+                    // Not creatable yet: back to the queue of unopened requests.
+                    s.opened = false;
+                    self.pending_opens.push_front(id);
+                    return;
+                }
+                Err(_) => {
+                    stopped = Some(H3Code::InternalError.code());
                     break;
                 }
             }
