@@ -173,6 +173,17 @@ export interface NativeConnInfo {
   maxDatagramSize: number
 }
 
+/**
+ * What the running runtime was started with (the first server or client
+ * of the process decides).
+ */
+export interface NativeRuntimeSettings {
+  threads: number
+  eventBatchDelayUs: number
+  /** 0: no count limit. */
+  eventBatchSize: number
+}
+
 /** Server settings from JS. */
 export interface NativeServerOptions {
   host: string
@@ -217,7 +228,14 @@ export interface NativeTransport {
   maxHeaderSize: number
   maxHeaderCount: number
   streamReadWindow: number
+  /** Runtime threads; 0 = the default for the cores. */
   threads: number
+  /**
+   * Process-wide wake-up limits of the runtime (`None` = the default for
+   * the cores; a size of 0 = no count limit).
+   */
+  eventBatchDelayUs?: number
+  eventBatchSize?: number
   datagrams: boolean
   datagramQueueLength: number
   webtransport: boolean
@@ -238,3 +256,6 @@ export interface NativeTransport {
 
 /** Whether the addon's runtime threads are running. */
 export declare function runtimeRunning(): boolean
+
+/** The settings of the running runtime; `null` when it does not run. */
+export declare function runtimeSettings(): NativeRuntimeSettings | null

@@ -113,6 +113,44 @@ test('the process exits on its own after close, with no native thread left', asy
   t.log(`child served, closed and exited in ${Date.now() - started} ms`)
 })
 
+/** Runs fixtures/runtime-settings.mjs (pinned to core 0 with `pin`) and returns what it printed. */
+async function runtimeSettingsOf(t, args, pin = false) {
+  const script = fileURLToPath(new URL('./fixtures/runtime-settings.mjs', import.meta.url))
+  const [file, argv] = pin ? ['taskset', ['-c', '0', process.execPath, script, ...args]] : [process.execPath, [script, ...args]]
+  const stdout = await new Promise((resolve, reject) => {
+    execFile(file, argv, { timeout: 20_000 }, (err, stdout, stderr) => {
+      if (err) reject(Object.assign(err, { stdout, stderr }))
+      else resolve(stdout)
+    })
+  })
+  const out = JSON.parse(stdout.trim().split('\n').pop())
+  t.log(JSON.stringify(out))
+  return out
+}
+
+test('threads, eventBatchDelayUs and eventBatchSize: the first server of the process sets them, a later one that differs is warned', async (t) => {
+  const first = { threads: 1, eventBatchDelayUs: 500, eventBatchSize: 8 }
+  const out = await runtimeSettingsOf(t, [JSON.stringify(first), JSON.stringify({ eventBatchDelayUs: 100, threads: 1 }), JSON.stringify({ eventBatchSize: 8 })])
+  t.deepEqual(out.settings, first)
+  // Both servers answer, whatever the settings.
+  t.deepEqual(out.bodies, ['0', '1', '2'])
+  // The second asked for another delay: one warning, naming that option only.
+  t.is(out.warnings.length, 1)
+  t.is(out.warnings[0].code, 'H3_RUNTIME_SETTINGS_IGNORED')
+  t.regex(out.warnings[0].message, /eventBatchDelayUs 100 \(runs with 500\)/)
+  t.false(out.warnings[0].message.includes('threads'))
+  t.false(out.warnings[0].message.includes('eventBatchSize'))
+})
+
+test('the default wake-up limits follow the cores the process may use: 2000 us / 64 events on one, 200 us / no count limit on more', async (t) => {
+  const pinned = await runtimeSettingsOf(t, ['{}'], true)
+  t.deepEqual(pinned.settings, { threads: 1, eventBatchDelayUs: 2000, eventBatchSize: 64 })
+  t.deepEqual(pinned.warnings, [])
+  const free = await runtimeSettingsOf(t, ['{}'])
+  if (free.cores > 1) t.like(free.settings, { eventBatchDelayUs: 200, eventBatchSize: 0 })
+  else t.like(free.settings, { eventBatchDelayUs: 2000, eventBatchSize: 64 })
+})
+
 test('bad options give ERR_H3_INVALID_OPTION naming the option', async (t) => {
   const cases = [
     [{ port: -1 }, 'port'],
@@ -125,6 +163,9 @@ test('bad options give ERR_H3_INVALID_OPTION naming the option', async (t) => {
     [{ retry: 'yes' }, 'retry'],
     [{ devCertDays: 30 }, 'devCertDays'],
     [{ cert: 'x' }, 'key'],
+    [{ threads: 65 }, 'threads'],
+    [{ eventBatchDelayUs: -1 }, 'eventBatchDelayUs'],
+    [{ eventBatchSize: 1.5 }, 'eventBatchSize'],
   ]
   for (const [opts, name] of cases) {
     const err = await t.throwsAsync(listen({ host: '127.0.0.1', port: 0, ...opts }), undefined, name)

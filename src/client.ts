@@ -11,7 +11,7 @@ import { isIP } from 'node:net'
 
 import { IncomingBody, OutgoingBody, flattenHeaders, toHeaders } from './body'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, commandQueue, dispatchAll, sessionPort, splitSection, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, commandQueue, dispatchAll, sessionPort, splitSection, streamPort, takeEvents, warnIfRuntimeDiffers, type NativeEvent, type StreamPort } from './native'
 import { resolveTransport, type TransportOptions } from './options'
 import type { ConnectionStats } from './server'
 import { WebTransportSession, type SessionLimits } from './webtransport'
@@ -139,6 +139,7 @@ export class Client implements AsyncDisposable {
     } catch (e) {
       throw fromNative(e)
     }
+    warnIfRuntimeDiffers(transport)
   }
 
   /** Number of open QUIC connections. */

@@ -375,3 +375,26 @@ export function dispatchAll(events: NativeEvent[], dispatch: (e: NativeEvent) =>
     }
   }
 }
+
+/**
+ * Warns (`H3_RUNTIME_SETTINGS_IGNORED`) when options that are process-wide
+ * (`threads`, `eventBatchDelayUs`, `eventBatchSize`) ask for other values
+ * than the running runtime was started with: the first server or client of
+ * the process decided them. Called once the runtime runs.
+ */
+export function warnIfRuntimeDiffers(t: { threads: number; eventBatchDelayUs: number | undefined; eventBatchSize: number | undefined }): void {
+  const s = native.runtimeSettings()
+  if (!s) return
+  const ignored: string[] = []
+  if (t.threads !== 0 && t.threads !== s.threads) ignored.push(`threads ${t.threads} (runs with ${s.threads})`)
+  if (t.eventBatchDelayUs !== undefined && t.eventBatchDelayUs !== s.eventBatchDelayUs) {
+    ignored.push(`eventBatchDelayUs ${t.eventBatchDelayUs} (runs with ${s.eventBatchDelayUs})`)
+  }
+  if (t.eventBatchSize !== undefined && t.eventBatchSize !== s.eventBatchSize) {
+    ignored.push(`eventBatchSize ${t.eventBatchSize} (runs with ${s.eventBatchSize})`)
+  }
+  if (ignored.length === 0) return
+  process.emitWarning(`process-wide options ignored: ${ignored.join(', ')}; the first server or client of the process set them`, {
+    code: 'H3_RUNTIME_SETTINGS_IGNORED',
+  })
+}

@@ -111,9 +111,39 @@ export interface TransportOptions {
   streamResetWindowMs?: number
   /**
    * Native I/O threads, shared by every server and client in the process;
-   * the first one created decides. Default: half the CPU cores, 1 to 4.
+   * the first one created decides, and a later one that asks for another
+   * number gets a warning (`H3_RUNTIME_SETTINGS_IGNORED`). Default: half
+   * the cores the process may use, 1 to 4.
    */
   threads?: number
+  /**
+   * How long a native I/O thread that stays busy may hold events back
+   * before it wakes the JS thread to take them, in microseconds. A thread
+   * that runs out of work wakes JS at once, with everything it holds; this
+   * bounds the wait while it does not. Longer waits mean fewer wake-ups
+   * and thread switches, and larger batches; shorter ones let JS start
+   * sooner. `0` wakes JS at the first event of each batch.
+   *
+   * Process-wide, like `threads`: the first server or client created
+   * decides, and a later one that asks for something else gets a warning
+   * (`H3_RUNTIME_SETTINGS_IGNORED`).
+   *
+   * Default: `200` µs when the process may use two or more cores, where JS
+   * runs alongside the I/O thread; `2000` µs when it may use one (CPU
+   * affinity or a cgroup quota), where every wake-up takes the core from
+   * the I/O thread.
+   */
+  eventBatchDelayUs?: number
+  /**
+   * How many events a busy native I/O thread may hold back before it
+   * wakes the JS thread (an event is a request head, a piece of body, a
+   * stream's end, a datagram...). `0` means no count limit, only
+   * `eventBatchDelayUs`. Process-wide, like `threads`.
+   *
+   * Default: no limit when the process may use two or more cores; `64`
+   * when it may use one.
+   */
+  eventBatchSize?: number
 }
 
 /** Resolved transport options, as the native side takes them. */
@@ -133,6 +163,10 @@ export interface ResolvedTransport {
   maxHeaderCount: number
   streamReadWindow: number
   threads: number
+  /** `undefined`: the default for the cores. */
+  eventBatchDelayUs: number | undefined
+  /** `undefined`: the default for the cores; `0`: no count limit. */
+  eventBatchSize: number | undefined
   datagrams: boolean
   datagramQueueLength: number
   webtransport: boolean
@@ -196,6 +230,8 @@ export function resolveTransport(
     streamReadWindow: integer(o, 'streamReadWindow', 256 * 1024, 1024, big),
     streamWriteWindow: integer(o, 'streamWriteWindow', 256 * 1024, 1024, big),
     threads: integer(o, 'threads', 0, 0, 64),
+    eventBatchDelayUs: o.eventBatchDelayUs === undefined ? undefined : integer(o, 'eventBatchDelayUs', 0, 0, 1_000_000),
+    eventBatchSize: o.eventBatchSize === undefined ? undefined : integer(o, 'eventBatchSize', 0, 0, 2 ** 20),
     datagrams: bool(o, 'datagrams', true),
     datagramQueueLength: integer(o, 'datagramQueueLength', 1024, 1, 2 ** 20),
     webtransport: extra.webtransport ?? false,

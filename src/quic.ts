@@ -11,7 +11,7 @@ import { lookup } from 'node:dns/promises'
 
 import type { DevCertificate } from './cert'
 import { H3Error, fromNative } from './errors'
-import { native, Ev, commandQueue, dispatchAll, sessionPort, takeEvents, type NativeEvent } from './native'
+import { native, Ev, commandQueue, dispatchAll, sessionPort, takeEvents, warnIfRuntimeDiffers, type NativeEvent } from './native'
 import { resolveTransport, type TransportOptions } from './options'
 import { Inbox } from './inbox'
 import { addressOf, resolveEndpoint, type AddressInfo, type EndpointOptions } from './server'
@@ -124,6 +124,7 @@ export class QuicServer implements AsyncIterable<QuicConnection>, AsyncDisposabl
     } catch (e) {
       throw fromNative(e)
     }
+    warnIfRuntimeDiffers(transport)
   }
 
   /** The bound address. */
@@ -263,6 +264,7 @@ export async function connectQuic(options: QuicConnectOptions): Promise<QuicConn
   } catch (e) {
     throw fromNative(e)
   }
+  warnIfRuntimeDiffers(transport)
   try {
     await client.connect(ip, options.port, options.serverName ?? (isIP(host) ? undefined : host))
   } catch (e) {

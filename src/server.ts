@@ -10,7 +10,7 @@ import { isIP } from 'node:net'
 import { IncomingBody, OutgoingBody, appendFields, flattenHeaders, toHeaders } from './body'
 import { generateDevCertificate, type DevCertificate } from './cert'
 import { H3Codes, H3Error, fromNative } from './errors'
-import { native, Ev, commandQueue, dispatchAll, sessionPort, splitSection, streamPort, takeEvents, type NativeEvent, type StreamPort } from './native'
+import { native, Ev, commandQueue, dispatchAll, sessionPort, splitSection, streamPort, takeEvents, warnIfRuntimeDiffers, type NativeEvent, type StreamPort } from './native'
 import { checkBoolean, checkInteger, resolveTransport, type TransportOptions } from './options'
 import { Inbox } from './inbox'
 import { DatagramDuplexStream, WebTransportSession, type SessionLimits } from './webtransport'
@@ -608,6 +608,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     } catch (e) {
       throw fromNative(e)
     }
+    warnIfRuntimeDiffers(transport)
   }
 
   /** The bound address. */

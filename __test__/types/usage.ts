@@ -29,6 +29,8 @@ async function forAwait(): Promise<void> {
     sendTimeoutMs: 10_000,
     maxStreamResets: 100,
     streamResetWindowMs: 1_000,
+    eventBatchDelayUs: 500,
+    eventBatchSize: 0,
   })
   const addr: { address: string; port: number; family: 'IPv4' | 'IPv6' } = server.address()
   const sha: string | undefined = server.certificate?.sha256

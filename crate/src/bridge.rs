@@ -447,7 +447,7 @@ pub type Notify = Box<dyn Fn() + Send + Sync>;
 /// A batch queue shared by every driver of one server or client: events are
 /// appended under one lock; JS is woken once per batch, not per event.
 ///
-/// On a runtime thread (see [`mark_io_thread`]) the wake-up waits until the
+/// On a runtime thread (see [`mark_io_thread_with`]) the wake-up waits until the
 /// thread runs out of work ([`wake_deferred`], called before it parks), so
 /// that one wake-up carries what every connection of that turn produced:
 /// woken mid-turn, the JS thread takes the core (when the two share one)
@@ -495,9 +495,29 @@ impl DeferLimits {
 
     /// The limits for the cores this process may use.
     pub fn for_this_process() -> Self {
-        match std::thread::available_parallelism() {
-            Ok(n) if n.get() == 1 => Self::SHARED_CORE,
-            _ => Self::SEPARATE_CORES,
+        Self::for_cores(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    /// The default limits for a process that may use `cores` cores.
+    pub fn for_cores(cores: usize) -> Self {
+        if cores == 1 {
+            Self::SHARED_CORE
+        } else {
+            Self::SEPARATE_CORES
+        }
+    }
+
+    /// These limits with either one replaced where it is given (the
+    /// options `eventBatchDelayUs` and `eventBatchSize`; a size of 0 means
+    /// no count limit).
+    pub fn with(self, delay_us: Option<u64>, size: Option<usize>) -> Self {
+        Self {
+            max_delay: delay_us.map_or(self.max_delay, Duration::from_micros),
+            max_events: match size {
+                None => self.max_events,
+                Some(0) => usize::MAX,
+                Some(n) => n,
+            },
         }
     }
 }
@@ -516,15 +536,16 @@ thread_local! {
 }
 
 /// Marks the calling thread as a runtime thread that calls [`wake_deferred`]
-/// before it parks (the runtime's `on_thread_start`), with the limits for
-/// the cores this process may use.
-pub fn mark_io_thread() {
-    mark_io_thread_with(DeferLimits::for_this_process());
-}
-
-/// [`mark_io_thread`] with the given limits.
+/// before it parks (the runtime's `on_thread_start`), with the limits it
+/// holds JS wake-ups back by.
 pub fn mark_io_thread_with(limits: DeferLimits) {
     DEFERRED.with(|d| d.borrow_mut().limits = Some(limits));
+}
+
+/// The limits of the calling thread, if it is a runtime thread.
+#[cfg(test)]
+pub fn io_thread_limits() -> Option<DeferLimits> {
+    DEFERRED.with(|d| d.borrow().limits)
 }
 
 /// Wakes JS for every sink whose wake-up this thread held back (the

@@ -60,7 +60,12 @@ pub struct NativeTransport {
     pub max_header_size: f64,
     pub max_header_count: f64,
     pub stream_read_window: f64,
+    /// Runtime threads; 0 = the default for the cores.
     pub threads: f64,
+    /// Process-wide wake-up limits of the runtime (`None` = the default for
+    /// the cores; a size of 0 = no count limit).
+    pub event_batch_delay_us: Option<f64>,
+    pub event_batch_size: Option<f64>,
     pub datagrams: bool,
     pub datagram_queue_length: f64,
     pub webtransport: bool,
@@ -85,6 +90,15 @@ fn timeout(ms: f64) -> Option<std::time::Duration> {
 }
 
 impl NativeTransport {
+    /// What these options ask of the process-wide runtime.
+    fn wanted(&self) -> runtime::Wanted {
+        runtime::Wanted {
+            threads: (self.threads > 0.0).then_some(self.threads as usize),
+            batch_delay_us: self.event_batch_delay_us.map(|v| v as u64),
+            batch_size: self.event_batch_size.map(|v| v as usize),
+        }
+    }
+
     fn split(&self) -> (Transport, Limits) {
         (
             Transport {
@@ -367,8 +381,8 @@ impl NativeServer {
         let identity = tls::Identity::from_pem(&options.cert, &options.key)
             .map_err(|e| coded(e.code, e.message))?;
         let (transport, limits) = options.transport.split();
-        let threads = options.transport.threads as usize;
-        let handle = runtime::acquire(threads).map_err(|e| coded("ERR_H3_RUNTIME", e))?;
+        let handle =
+            runtime::acquire(options.transport.wanted()).map_err(|e| coded("ERR_H3_RUNTIME", e))?;
         let cfg = ServerConfig {
             addr: SocketAddr::new(ip, options.port as u16),
             dual_stack: ip.is_ipv6() && !options.ipv6_only,
@@ -631,6 +645,30 @@ pub fn runtime_running() -> bool {
     runtime::is_running()
 }
 
+/// What the running runtime was started with (the first server or client
+/// of the process decides).
+#[napi(object)]
+pub struct NativeRuntimeSettings {
+    pub threads: u32,
+    pub event_batch_delay_us: f64,
+    /// 0: no count limit.
+    pub event_batch_size: f64,
+}
+
+/// The settings of the running runtime; `null` when it does not run.
+#[napi]
+pub fn runtime_settings() -> Option<NativeRuntimeSettings> {
+    runtime::settings().map(|s| NativeRuntimeSettings {
+        threads: s.threads as u32,
+        event_batch_delay_us: s.limits.max_delay.as_micros() as f64,
+        event_batch_size: if s.limits.max_events == usize::MAX {
+            0.0
+        } else {
+            s.limits.max_events as f64
+        },
+    })
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -693,8 +731,8 @@ impl NativeClient {
             })?);
         }
         let (transport, limits) = options.transport.split();
-        let handle = runtime::acquire(options.transport.threads as usize)
-            .map_err(|e| coded("ERR_H3_RUNTIME", e))?;
+        let handle =
+            runtime::acquire(options.transport.wanted()).map_err(|e| coded("ERR_H3_RUNTIME", e))?;
         Ok(NativeClient {
             sink: sink_for(on_batch),
             conns: Arc::new(Mutex::new(HashMap::new())),
