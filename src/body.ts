@@ -161,6 +161,9 @@ export class OutgoingBody {
       throw err
     } finally {
       reader.releaseLock()
+      // Done with the source: let it (and what it holds) go now, not when
+      // the stream's last event arrives.
+      this.#reader = null
     }
   }
 }

@@ -177,8 +177,19 @@ Object.defineProperty(H3Request.prototype, 'signal', {
   configurable: true,
 })
 
+/**
+ * What the server keeps of a request stream until its response is over
+ * (and its request body, if any). It does not hold the `IncomingRequest`:
+ * once the handler is done with that (and with its `Request`, `Response`
+ * and their streams), they are garbage even while the stream still waits
+ * for its Finished event, instead of living through a young-generation GC
+ * and being copied by it.
+ */
 type StreamState = {
-  req: IncomingRequest
+  conn: number
+  stream: number
+  /** Trailers of the request body (names and values), once they arrived. */
+  trailers: string[] | null
   body: IncomingBody | null
   out: OutgoingBody | null
   abort: LazyAbort
@@ -341,12 +352,8 @@ export class IncomingRequest {
 
   /** Trailers the client sent after the body, once the body has been read to the end. */
   get trailers(): Headers | null {
+    if (!this.#trailers && this.#state.trailers) this.#trailers = toHeaders(this.#state.trailers)
     return this.#trailers
-  }
-
-  /** @internal */
-  setTrailers(fields: string[]): void {
-    this.#trailers = toHeaders(fields)
   }
 
   /** Whether {@link respond} or {@link acceptWebTransport} was called. */
@@ -749,7 +756,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
 
   /** Forgets a stream once its response is over and its request body too. */
   #maybeDrop(s: StreamState): void {
-    if (s.finished && (!s.body || s.body.done)) this.#drop(s.req.connection.id, s.req.streamId)
+    if (s.finished && (!s.body || s.body.done)) this.#drop(s.conn, s.stream)
   }
 
   /** @internal the response ended without a Finished event (its stream was reset). */
@@ -793,7 +800,9 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     const streams = this.#streams.get(e.conn)
     if (!conn || !streams) return
     const state: StreamState = {
-      req: null as unknown as IncomingRequest,
+      conn: e.conn,
+      stream: e.stream,
+      trailers: null,
       body: null,
       out: null,
       abort: new LazyAbort(),
@@ -801,13 +810,13 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
       datagrams: null,
       session: null,
     }
-    const req = (state.req = new IncomingRequest(this, conn, e.stream, e.section ?? '', e.early, state))
+    const req = new IncomingRequest(this, conn, e.stream, e.section ?? '', e.early, state)
     const method = req.method
     if (!e.fin && method !== 'GET' && method !== 'HEAD' && method !== 'CONNECT') {
       state.body = new IncomingBody(this.port(e.conn, e.stream), this.#readWindow, () => this.#maybeDrop(state))
     }
     streams.set(e.stream, state)
-    this.#deliver(state.req)
+    this.#deliver(req)
   }
 
   #onFinished(e: NativeEvent): void {
@@ -867,7 +876,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         break
       case Ev.Trailers: {
         const s = this.#state(e)
-        s?.req.setTrailers(splitSection(e.section))
+        if (s) s.trailers = splitSection(e.section)
         break
       }
       case Ev.Reset: {
