@@ -493,11 +493,6 @@ impl DeferLimits {
         max_events: 64,
     };
 
-    /// The limits for the cores this process may use.
-    pub fn for_this_process() -> Self {
-        Self::for_cores(std::thread::available_parallelism().map_or(2, |n| n.get()))
-    }
-
     /// The default limits for a process that may use `cores` cores.
     pub fn for_cores(cores: usize) -> Self {
         if cores == 1 {
