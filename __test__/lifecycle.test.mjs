@@ -151,6 +151,20 @@ test('the default wake-up limits follow the cores the process may use: 2000 us /
   else t.like(free.settings, { eventBatchDelayUs: 2000, eventBatchSize: 64 })
 })
 
+test('once answered, a request is not kept by the server while its stream stays open (its Request is garbage)', async (t) => {
+  const script = fileURLToPath(new URL('./fixtures/request-released.mjs', import.meta.url))
+  const stdout = await new Promise((resolve, reject) => {
+    execFile(process.execPath, ['--expose-gc', script], { timeout: 20_000 }, (err, stdout, stderr) => {
+      if (err) reject(Object.assign(err, { stdout, stderr }))
+      else resolve(stdout)
+    })
+  })
+  const out = JSON.parse(stdout.trim().split('\n').pop())
+  t.is(out.text, 'answered early')
+  t.true(out.connected)
+  t.true(out.collected, 'the Request the handler got was still reachable from the server')
+})
+
 test('bad options give ERR_H3_INVALID_OPTION naming the option', async (t) => {
   const cases = [
     [{ port: -1 }, 'port'],
