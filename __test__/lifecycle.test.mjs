@@ -98,16 +98,26 @@ test('await using closes the server at the end of the scope', async (t) => {
   t.is(again.address().port, port)
 })
 
-test('the process exits on its own after close, with no native thread left', async (t) => {
-  const script = fileURLToPath(new URL('./fixtures/exit-after-close.mjs', import.meta.url))
-  const started = Date.now()
-  const { stdout } = await new Promise((resolve, reject) => {
-    execFile(process.execPath, [script], { timeout: 20_000 }, (err, stdout, stderr) => {
+/**
+ * Runs `fixtures/<name>` in a Node process of its own (with `nodeArgs`,
+ * pinned to core 0 with `pin`) and returns the JSON of its last line.
+ */
+async function runFixture(name, { args = [], nodeArgs = [], pin = false } = {}) {
+  const script = fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))
+  const node = [process.execPath, ...nodeArgs, script, ...args]
+  const [file, argv] = pin ? ['taskset', ['-c', '0', ...node]] : [node[0], node.slice(1)]
+  const stdout = await new Promise((resolve, reject) => {
+    execFile(file, argv, { timeout: 20_000 }, (err, stdout, stderr) => {
       if (err) reject(Object.assign(err, { stdout, stderr }))
-      else resolve({ stdout, stderr })
+      else resolve(stdout)
     })
   })
-  const out = JSON.parse(stdout.trim().split('\n').pop())
+  return JSON.parse(stdout.trim().split('\n').pop())
+}
+
+test('the process exits on its own after close, with no native thread left', async (t) => {
+  const started = Date.now()
+  const out = await runFixture('exit-after-close.mjs')
   t.is(out.body, 'bye')
   t.false(out.runtimeRunning)
   t.log(`child served, closed and exited in ${Date.now() - started} ms`)
@@ -115,15 +125,7 @@ test('the process exits on its own after close, with no native thread left', asy
 
 /** Runs fixtures/runtime-settings.mjs (pinned to core 0 with `pin`) and returns what it printed. */
 async function runtimeSettingsOf(t, args, pin = false) {
-  const script = fileURLToPath(new URL('./fixtures/runtime-settings.mjs', import.meta.url))
-  const [file, argv] = pin ? ['taskset', ['-c', '0', process.execPath, script, ...args]] : [process.execPath, [script, ...args]]
-  const stdout = await new Promise((resolve, reject) => {
-    execFile(file, argv, { timeout: 20_000 }, (err, stdout, stderr) => {
-      if (err) reject(Object.assign(err, { stdout, stderr }))
-      else resolve(stdout)
-    })
-  })
-  const out = JSON.parse(stdout.trim().split('\n').pop())
+  const out = await runFixture('runtime-settings.mjs', { args, pin })
   t.log(JSON.stringify(out))
   return out
 }
@@ -152,14 +154,7 @@ test('the default wake-up limits follow the cores the process may use: 2000 us /
 })
 
 test('once answered, a request is not kept by the server while its stream stays open (its Request is garbage)', async (t) => {
-  const script = fileURLToPath(new URL('./fixtures/request-released.mjs', import.meta.url))
-  const stdout = await new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--expose-gc', script], { timeout: 20_000 }, (err, stdout, stderr) => {
-      if (err) reject(Object.assign(err, { stdout, stderr }))
-      else resolve(stdout)
-    })
-  })
-  const out = JSON.parse(stdout.trim().split('\n').pop())
+  const out = await runFixture('request-released.mjs', { nodeArgs: ['--expose-gc'] })
   t.is(out.text, 'answered early')
   t.true(out.connected)
   t.true(out.collected, 'the Request the handler got was still reachable from the server')
