@@ -160,6 +160,17 @@ test('once answered, a request is not kept by the server while its stream stays 
   t.true(out.collected, 'the Request the handler got was still reachable from the server')
 })
 
+test('client: a Response collected with its body unread has its stream cancelled (H3_REQUEST_CANCELLED); a body whose reader is kept is left alone', async (t) => {
+  const out = await runFixture('response-abandoned.mjs', { nodeArgs: ['--expose-gc'] })
+  t.log(JSON.stringify(out))
+  t.deepEqual(out.statuses, [200, 200])
+  t.true(out.gotThrough, 'the unread stream kept its slot: the next request never got one')
+  t.is(out.text, 'small')
+  t.is(out.keptBytes, 4 * 1024 * 1024)
+  // Only the dropped exchange was cancelled, with H3_REQUEST_CANCELLED.
+  t.deepEqual(out.aborts, [0x10c])
+})
+
 test('bad options give ERR_H3_INVALID_OPTION naming the option', async (t) => {
   const cases = [
     [{ port: -1 }, 'port'],

@@ -62,6 +62,17 @@ export class IncomingBody {
     return this.#done
   }
 
+  /**
+   * Whether the body was left alone: no reader took its stream and nothing
+   * was read from it (what a garbage-collected `Response` must show before
+   * its stream is cancelled for it).
+   */
+  get untouched(): boolean {
+    if (this.stream.locked) return false
+    const queued = this.#hwm - (this.#controller.desiredSize ?? 0)
+    return this.#enqueued - Math.max(0, queued) <= 0
+  }
+
   push(chunk: Uint8Array): void {
     if (this.#done) return
     this.#enqueued += chunk.byteLength

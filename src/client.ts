@@ -55,7 +55,20 @@ type Pending = {
   signal: AbortSignal
   trailers: Headers | null
   resolveTrailers: ((h: Headers | null) => void) | null
+  /** Its Response is watched by {@link abandoned}. */
+  watched: boolean
 }
+
+/** What a settled request's resolve and reject become: they held its Response. */
+const settled = (): void => {}
+
+/**
+ * Responses with a body still arriving. When one is garbage-collected and
+ * nobody took its body, the exchange is cancelled (see {@link Client.fetch}):
+ * left alone, the stream would stay open on flow control, holding the
+ * server's stream limit and up to a read window of bytes here.
+ */
+const abandoned = new FinalizationRegistry<() => void>((cancel) => cancel())
 
 /** Request options h3node adds to `RequestInit`. */
 export interface H3RequestInit extends RequestInit {
@@ -191,6 +204,14 @@ export class Client implements AsyncDisposable {
    * Sends a request over HTTP/3. Takes what the global `fetch` takes
    * (`https:` URLs only); the body may be any `BodyInit`, including a
    * `ReadableStream`, which is streamed with backpressure.
+   *
+   * Read or cancel every response body (`await res.body?.cancel()`): a body
+   * left unread holds its stream open (flow control stops the server) and
+   * up to `streamReadWindow` bytes. A `Response` that is garbage-collected
+   * with its body untouched (no reader, nothing read) has its exchange
+   * cancelled then, as an abort does: RESET_STREAM and STOP_SENDING with
+   * H3_REQUEST_CANCELLED, and a request body still being sent is cancelled
+   * with `ERR_H3_RESPONSE_ABANDONED`. When that happens is up to V8's GC.
    */
   async fetch(input: string | URL | Request, init?: H3RequestInit): Promise<H3Response> {
     if (this.#closed) throw new H3Error('ERR_H3_CLIENT_CLOSED', 'client is closed')
@@ -198,7 +219,7 @@ export class Client implements AsyncDisposable {
     const req = new Request(input, needsDuplex ? ({ ...init, duplex: 'half' } as RequestInit) : init)
     const url = new URL(req.url)
     if (url.protocol !== 'https:') throw new TypeError(`h3node fetch needs an https: URL, got ${url.protocol}`)
-        req.signal.throwIfAborted()
+    req.signal.throwIfAborted()
     const conn = await this.#connection(url)
     req.signal.throwIfAborted()
     if (this.#closed) throw new H3Error('ERR_H3_CLIENT_CLOSED', 'client is closed')
@@ -237,6 +258,7 @@ export class Client implements AsyncDisposable {
         signal: req.signal,
         trailers: null,
         resolveTrailers: null,
+        watched: false,
       }
       conn.streams.set(stream, p)
       p.onAbort = () => {
@@ -367,6 +389,7 @@ export class Client implements AsyncDisposable {
     if (p.sendDone && p.recvDone) {
       p.conn.streams.delete(p.stream)
       if (p.onAbort) p.signal.removeEventListener('abort', p.onAbort)
+      if (p.watched) abandoned.unregister(p)
     }
   }
 
@@ -375,6 +398,7 @@ export class Client implements AsyncDisposable {
     p.sendDone = true
     p.conn.streams.delete(p.stream)
     if (p.onAbort) p.signal.removeEventListener('abort', p.onAbort)
+    if (p.watched) abandoned.unregister(p)
     if (!p.responded) {
       p.responded = true
       p.reject(err)
@@ -384,8 +408,20 @@ export class Client implements AsyncDisposable {
     p.resolveTrailers?.(null)
   }
 
+  /**
+   * The Response of `p` was garbage-collected: if its body was left alone,
+   * cancel the exchange as an abort does (RESET_STREAM and STOP_SENDING,
+   * H3_REQUEST_CANCELLED). A body someone took (a reader, `text()`, a read)
+   * lives on without its Response and is left to them.
+   */
+  #abandon(p: Pending): void {
+    if (p.conn.streams.get(p.stream) !== p || !p.body || p.body.done || !p.body.untouched) return
+    commandQueue(this.#native).reset(p.conn.id, p.stream, H3Codes.REQUEST_CANCELLED)
+    this.#fail(p, new H3Error('ERR_H3_RESPONSE_ABANDONED', 'the Response was garbage-collected before its body was read'))
+  }
+
   #onBatch(): void {
-        dispatchAll(takeEvents(this.#native), (e) => this.#dispatch(e))
+    dispatchAll(takeEvents(this.#native), (e) => this.#dispatch(e))
   }
 
   #dispatch(e: NativeEvent): void {
@@ -435,6 +471,13 @@ export class Client implements AsyncDisposable {
           trailers.catch(() => {})
           Object.defineProperty(res, 'trailers', { value: trailers, enumerable: false })
           p.resolve(res)
+          // The promise's resolve function holds the Response: let go of it.
+          p.resolve = settled
+          p.reject = settled
+          if (p.body && !e.fin) {
+            p.watched = true
+            abandoned.register(res, () => this.#abandon(p), p)
+          }
         } catch (err) {
           p.responded = false
           commandQueue(this.#native).reset(p.conn.id, p.stream, H3Codes.MESSAGE_ERROR)
