@@ -55,8 +55,9 @@ test('request.headers and req.headers hold the same fields the client sent, for 
     seen.push({ method: r.method, viaRequest: [...r.headers], direct: [...req.headers], body: await r.text() })
     req.respond(new Response('ok'))
   })
-  const headers = [['x-a', '1'], ['accept', 'text/plain'], ['cookie', 'a=1'], ['content-type', 'application/json']]
-  await (await p.client.fetch(`${p.base}/g`, { headers: headers.slice(0, 3) })).text()
+  // Sent sorted by name, so the GET's section ends with the empty value.
+  const headers = [['x-a', '1'], ['x-empty', ''], ['accept', 'text/plain'], ['cookie', 'a=1'], ['content-type', 'application/json']]
+  await (await p.client.fetch(`${p.base}/g`, { headers: headers.slice(0, 4) })).text()
   await (await p.client.fetch(`${p.base}/p`, { method: 'POST', headers, body: '{"n":1}' })).text()
   t.is(seen.length, 2)
   for (const s of seen) t.deepEqual(s.viaRequest, s.direct)
@@ -66,7 +67,9 @@ test('request.headers and req.headers hold the same fields the client sent, for 
   const get = Object.fromEntries(seen[0].viaRequest)
   t.is(get['x-a'], '1')
   t.is(get.cookie, 'a=1')
+  t.is(get['x-empty'], '')
   t.is(get['content-type'], undefined)
+  t.deepEqual(seen[0].viaRequest.map(([n]) => n), ['accept', 'cookie', 'x-a', 'x-empty'])
   t.is(Object.fromEntries(seen[1].viaRequest)['content-type'], 'application/json')
   await p.close()
 })

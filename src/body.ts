@@ -231,6 +231,26 @@ export function toHeaders(fields: string[]): Headers {
   return appendFields(new Headers(), fields)
 }
 
+/**
+ * Appends the fields of a header section (names and values joined with NUL,
+ * as it crossed from the native side) to `h`, leaving out pseudo-headers;
+ * returns `h`. Reads the section in place: no list of its pieces is made,
+ * and the pseudo-headers are skipped without being cut out.
+ */
+export function appendSection(h: Headers, section: string): Headers {
+  const n = section.length
+  let i = 0
+  while (i < n) {
+    const nul = section.indexOf('\0', i)
+    if (nul < 0) break
+    let end = section.indexOf('\0', nul + 1)
+    if (end < 0) end = n
+    if (section.charCodeAt(i) !== 58 /* ':' */) h.append(section.slice(i, nul), section.slice(nul + 1, end))
+    i = end + 1
+  }
+  return h
+}
+
 /** Appends `[name, value, ...]` to `h`, leaving out pseudo-headers; returns `h`. */
 export function appendFields(h: Headers, fields: string[]): Headers {
   for (let i = 0; i < fields.length; i += 2) {

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 
-import { IncomingBody, OutgoingBody, appendFields, flattenHeaders, toHeaders } from './body'
+import { IncomingBody, OutgoingBody, appendFields, appendSection, flattenHeaders, toHeaders } from './body'
 import { generateDevCertificate, type DevCertificate } from './cert'
 import { H3Codes, H3Error, fromNative } from './errors'
 import { native, Ev, commandQueue, dispatchAll, sessionPort, splitSection, streamPort, takeEvents, warnIfRuntimeDiffers, type NativeEvent, type StreamPort } from './native'
@@ -339,7 +339,8 @@ export class IncomingRequest {
     // The fields go straight into the request's own Headers: a Headers given
     // in `init` is copied again, field by field (about 1.5 µs a request). A
     // stream body has no type of its own, so no content-type is there first.
-    appendFields(request.headers, this.#fieldList())
+    if (this.#fields) appendFields(request.headers, this.#fields)
+    else appendSection(request.headers, this.#section)
     if (webTransport) request.headers.set('upgrade', 'webtransport')
     this.#request = request
     return request
