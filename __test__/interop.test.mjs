@@ -48,6 +48,25 @@ function failure(r) {
   return `exit ${r.code}; stderr: ${r.stderr.trim() || '(empty)'}; errors: ${errors.length ? JSON.stringify(errors.slice(0, 5)) : 'none reported'}; stdout head: ${r.stdout.slice(0, 600)}`
 }
 
+// RFC 9000 §19.16: a RETIRE_CONNECTION_ID may be retransmitted, so the
+// second copy of one must be ignored. quiche 0.30 closes the connection with
+// PROTOCOL_VIOLATION when it arrives while only one connection ID is left
+// (cloudflare/quiche#1833): a client that retransmits it before the server
+// answered the first (a server stalled for a probe timeout) lost its
+// connection. The server now keeps more connection IDs issued (see
+// crate/src/server.rs), so one is never the last.
+test('aioquic: RETIRE_CONNECTION_ID for the same connection ID twice in one packet leaves the connection up', async (t) => {
+  const { base } = await interopServer(t)
+  const r = await runClient('aioquic', ['--url', `${base}/hello`, '--count', '2', '--retire-cid-twice', '--insecure'], { timeoutMs: 60_000 })
+  t.log(JSON.stringify(r.summary))
+  t.true(r.summary?.retiredTwice, `the client did not get to send the duplicate: ${JSON.stringify(r.summary)}`)
+  t.is(r.code, 0, failure(r))
+  t.deepEqual(
+    r.results.filter((x) => !x.summary).map((x) => x.status),
+    [200, 200],
+  )
+})
+
 for (const kind of ['aioquic', 'quic-go']) {
   const run = (args, opts) => runClient(kind, [...args, '--insecure'], { timeoutMs: 120_000, ...opts })
 

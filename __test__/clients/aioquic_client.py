@@ -287,6 +287,8 @@ async def run_connection(index, host, port, jobs, opts, config_factory, results)
             configuration=config_factory(),
             create_protocol=protocol_factory(H3Client, created),
         ) as client:
+            if opts.retire_cid_twice:
+                await retire_cid_twice(client, opts.timeout)
             sem = asyncio.Semaphore(opts.parallel)
             tasks = [asyncio.ensure_future(one(client, url, sem)) for url in jobs]
             try:
@@ -312,6 +314,40 @@ async def run_connection(index, host, port, jobs, opts, config_factory, results)
             report(failure_result(url, index, error))
 
 
+# Connection-level facts the summary reports (one connection per run for the
+# flags that set them).
+FACTS = {}
+
+
+async def retire_cid_twice(client, timeout):
+    """Moves to the server's next connection ID and retires the one used so
+    far twice, in one packet: what a client does when it retransmits a
+    RETIRE_CONNECTION_ID whose first copy the server had received but not yet
+    acknowledged (RFC 9000 allows duplicates: the server must ignore the
+    second). aioquic never duplicates it on its own, so the retired sequence
+    number is queued a second time by hand."""
+    quic = client._quic
+    deadline = time.monotonic() + timeout
+    # The server's NEW_CONNECTION_ID frames come with or just after the
+    # handshake.
+    while not quic._peer_cid_available and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    FACTS["peerCidsAvailable"] = len(quic._peer_cid_available)
+    if not quic._peer_cid_available:
+        FACTS["retiredTwice"] = False
+        return
+    old = quic._peer_cid.sequence_number
+    quic.change_connection_id()
+    queued = quic._retire_connection_ids.count(old)
+    if queued == 1:
+        quic._retire_connection_ids.append(old)
+    FACTS["retiredTwice"] = queued == 1
+    FACTS["retiredSequence"] = old
+    client.transmit()
+    # Let the server take both frames before the requests go out.
+    await asyncio.sleep(0.2)
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description="aioquic HTTP/3 test client")
     p.add_argument("--url", action="append", required=True,
@@ -334,6 +370,10 @@ def parse_args(argv):
                    help="overall deadline in seconds")
     p.add_argument("--reset-after", type=int, default=None,
                    help="reset the request stream after sending BYTES of body")
+    p.add_argument("--retire-cid-twice", action="store_true",
+                   help="after the handshake, switch to the server's next "
+                        "connection ID and send RETIRE_CONNECTION_ID for the "
+                        "old one twice in one packet (summary: retiredTwice)")
     p.add_argument("--reset-mode", choices=["both", "send"], default="both",
                    help="both: RESET_STREAM+STOP_SENDING and do not wait for a "
                         "response; send: RESET_STREAM only, then wait for the "
@@ -400,6 +440,7 @@ def main(argv=None):
         "reset": reset,
         "sent_sha256": body_sha256(opts.body_size),
         "elapsed_ms": round(elapsed * 1000, 1),
+        **FACTS,
     })
     return 0 if failed == 0 else 1
 

@@ -56,6 +56,19 @@ pub struct Transport {
     pub alpn: Vec<Vec<u8>>,
 }
 
+/// Connection IDs either side may keep issued to the other at a time (the
+/// `active_connection_id_limit` transport parameter; tokio-quiche tops ours
+/// up to the smaller of the two sides' limits). Not the default of 2:
+/// quiche 0.30 takes a RETIRE_CONNECTION_ID for an ID already retired as a
+/// protocol violation and closes the connection whenever only one of its
+/// IDs is left (cloudflare/quiche#1833). A client that moves to our second
+/// ID and retires the first leaves exactly one, so a retransmitted copy of
+/// its RETIRE (sent before we acknowledged the first: a server stalled for
+/// a probe timeout) cost the connection. With 4 (quic-go allows 4, aioquic
+/// 8), three are left, and a duplicate finds nothing to remove. A peer that
+/// allows only 2 still gets only 2.
+const ACTIVE_CONNECTION_IDS: u64 = 4;
+
 impl Transport {
     /// The QUIC settings these options stand for.
     pub fn quic_settings(&self) -> QuicSettings {
@@ -79,6 +92,7 @@ impl Transport {
         s.cc_algorithm = self.congestion_control.clone();
         s.enable_early_data = self.early_data;
         s.qlog_dir = self.qlog_dir.clone();
+        s.active_connection_id_limit = ACTIVE_CONNECTION_IDS;
         s
     }
 }
