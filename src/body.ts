@@ -36,10 +36,8 @@ export class IncomingBody {
         start: (c) => {
           this.#controller = c
         },
-        pull: (c) => {
-          // consumed = everything enqueued minus what still sits in the queue.
-          const queued = this.#hwm - (c.desiredSize ?? 0)
-          const consumed = this.#enqueued - Math.max(0, queued)
+        pull: () => {
+          const consumed = this.#consumed()
           if (consumed > this.#granted && !this.#done) {
             port.grant(consumed - this.#granted)
             this.#granted = consumed
@@ -62,15 +60,19 @@ export class IncomingBody {
     return this.#done
   }
 
+  /** Bytes the reader took: everything enqueued minus what still sits in the queue. */
+  #consumed(): number {
+    const queued = this.#hwm - (this.#controller.desiredSize ?? 0)
+    return this.#enqueued - Math.max(0, queued)
+  }
+
   /**
    * Whether the body was left alone: no reader took its stream and nothing
    * was read from it (what a garbage-collected `Response` must show before
    * its stream is cancelled for it).
    */
   get untouched(): boolean {
-    if (this.stream.locked) return false
-    const queued = this.#hwm - (this.#controller.desiredSize ?? 0)
-    return this.#enqueued - Math.max(0, queued) <= 0
+    return !this.stream.locked && this.#consumed() <= 0
   }
 
   push(chunk: Uint8Array): void {
