@@ -381,8 +381,7 @@ async function runIdle(peer, prep, cert, result) {
  * machine's drift over those minutes landed in the ratios (2026-11-24: h3node 927/s against
  * tokio-quiche's 1,235 at the end of a full run, 1,332 against 1,043 measured alone).
  */
-async function runConnections(runs, cert) {
-  const qb = await tools.ensureQuicBench()
+async function runConnections(runs, cert, qb) {
   const rounds = new Map(runs.map((r) => [r, { retryOff: [], retryOn: [] }]))
   for (let round = 0; round < settings.rounds; round++) {
     log(`new connections, round ${round + 1} of ${settings.rounds}`)
@@ -543,7 +542,13 @@ async function main() {
       await attempt(result, 'idle', () => runIdle(peer, prep, cert, result))
     }
   }
-  if (selectedFigures.has('connections') && h3.length) await attempt(h3[0].result, 'connections', () => runConnections(h3, cert))
+  if (selectedFigures.has('connections') && h3.length) {
+    const qb = await tools.ensureQuicBench().catch((e) => {
+      for (const { result } of h3) result.errors.push({ figure: 'connections', error: `quic-bench unavailable: ${e?.message ?? e}` })
+      return null
+    })
+    if (qb) await runConnections(h3, cert, qb)
+  }
   for (const { result } of runs) {
     if (result.errors.length) result.status = result.small?.some((s) => !s.failed) || result.bulk ? 'partial' : 'failed'
   }
