@@ -92,3 +92,22 @@ test('half-load latency is judged both on each server\'s own peak step and on th
   t.regex(md, /\| half-load run, own peak step \| 10,000 req\/s on 256x4 \| 15,000 req\/s on 64x1 \|/)
   t.regex(md, /\| half-load run, one step for all \| 9,000 req\/s on 64x1 \| 15,000 req\/s on 64x1 \|/)
 })
+
+test('a bulk figure whose load generator used 95% of its core or more is marked client-bound', (t) => {
+  const r = results({ 'h3node-for-await': { sweep: 20_000 }, 'tokio-quiche': { sweep: 30_000 } })
+  // seconds, server CPU µs, client CPU µs -> shares of a core over the transfer.
+  const bulk = (gbps, seconds, serverCpuMicros, clientCpuMicros) => ({ gbps, seconds, serverCpuMicros, clientCpuMicros, bytes: 2 ** 30 })
+  // h3node: download client at 88% (not bound), upload client at 97%; tokio-quiche: both clients at 96% or more.
+  r.peers['h3node-for-await'].bulk = { download: bulk(2.6, 3.0, 2_850_000, 2_640_000), upload: bulk(2.1, 4.0, 3_960_000, 3_880_000) }
+  r.peers['tokio-quiche'].bulk = { download: bulk(3.2, 2.5, 2_400_000, 2_400_000), upload: bulk(1.9, 4.5, 3_960_000, 4_400_000) }
+  const d = derived(r)
+  const find = (name) => d.targets.find((x) => x.subject === 'h3node-for-await' && x.target === name)
+  t.is(find('bulk download >= 3 Gbit/s on one connection').note, undefined)
+  t.is(find('bulk upload >= 3 Gbit/s on one connection').note, 'load generator at 97% of its core: client-bound')
+  // A ratio names the transfers whose client was bound: here only tokio-quiche's download.
+  t.is(find('bulk download >= 0.9x plain tokio-quiche').note, 'load generator at 96% of its core with tokio-quiche: client-bound')
+  t.is(find('bulk upload >= 0.9x plain tokio-quiche').note, 'load generator at 97% of its core with h3node-for-await, 98% with tokio-quiche: client-bound')
+  const md = report.markdown(d)
+  t.regex(md, /\| bulk download: server \/ load-generator CPU, share of a core \| 95% \/ 88% \| 96% \/ 96% \|/)
+  t.regex(md, /2\.10 Gbit\/s \*\*miss\*\* \(load generator at 97% of its core: client-bound\)/)
+})
