@@ -170,8 +170,10 @@ test('request.signal aborts when the connection dies before the response is comp
   t.is(serverSignal.reason.code, 'ERR_H3_CONNECTION_CLOSED')
 })
 
-test('a response sent without reading the upload stops the client sending it (STOP_SENDING)', async (t) => {
-  const p = await pair(t)
+test('a response sent without reading the upload stops the client sending it (STOP_SENDING), and frees its stream', async (t) => {
+  // Two request streams per connection: a stream quiche never frees after
+  // the exchange would leave the later requests waiting for stream credit.
+  const p = await pair(t, { maxConcurrentBidiStreams: 2 })
   let serverSignal
   handle(p.server, (req) => {
     serverSignal = req.signal
@@ -192,6 +194,10 @@ test('a response sent without reading the upload stops the client sending it (ST
   t.is(pulled, after, 'the client stopped pulling its body source')
   t.true(pulled < total)
   t.false(serverSignal.aborted, 'a complete response is not an abort')
+  for (let i = 0; i < 4; i++) {
+    const r = await p.client.fetch(`${p.base}/upload`, { method: 'POST', duplex: 'half', body: patternStream(8 * MiB) })
+    t.is(await r.text(), 'answered without reading')
+  }
   t.is(await (await p.client.fetch(`${p.base}/next`)).text(), 'answered without reading')
 })
 

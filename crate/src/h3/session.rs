@@ -482,6 +482,21 @@ pub fn first_local_ids(role: Role, raw: bool) -> (u64, u64) {
     (bidi, if raw { uni } else { uni + 12 })
 }
 
+/// How long a stopped request stream may stay in quiche once both its
+/// halves ended before [`Session::sweep_stopped`] resets it: three probe
+/// timeouts of the active path (RFC 9002 §6.2.1, smoothed RTT + 4 RTT
+/// variance + the 25 ms max ACK delay), at least 100 ms. Response data not
+/// yet acknowledged by then would have been sent three times over.
+fn linger(q: &QConn) -> Duration {
+    let pto = q
+        .path_stats()
+        .find(|p| p.active)
+        .map_or(Duration::from_millis(100), |p| {
+            p.rtt + 4 * p.rttvar + Duration::from_millis(25)
+        });
+    (3 * pto).max(Duration::from_millis(100))
+}
+
 /// The HTTP/3 state of one connection.
 pub struct Session {
     role: Role,
@@ -530,6 +545,10 @@ pub struct Session {
     pub writes: u64,
     /// When the stream timers are next checked (server).
     next_check: Option<Instant>,
+    /// Server: request streams whose reading we stopped (STOP_SENDING),
+    /// with when the peer's end of them was first seen while quiche still
+    /// held them (see [`Session::sweep_stopped`]).
+    stopped: Vec<(u64, Option<Instant>)>,
     /// Server: the client sent GOAWAY (it is shutting down gracefully).
     pub peer_goaway: bool,
     /// Peer stream resets counted in the current window: `(start, count)`.
@@ -582,6 +601,7 @@ impl Session {
             dgram: DgramStats::default(),
             writes: 0,
             next_check: None,
+            stopped: Vec::new(),
             peer_goaway: false,
             resets: (Instant::now(), 0),
         }
@@ -685,6 +705,57 @@ impl Session {
         self.next_check = next;
         for (id, t) in expired {
             self.on_timeout(q, id, t);
+        }
+        self.sweep_stopped(q, now);
+    }
+
+    /// Frees request streams quiche 0.30 would keep forever. When we stop
+    /// reading a request (STOP_SENDING) and our response's FIN is
+    /// acknowledged before the peer's RESET_STREAM arrives (an ACK frame
+    /// ahead of the RESET_STREAM in one packet is enough), both halves are
+    /// done but quiche frees a stream only on a later ACK of it or a read
+    /// of it, and a stream it stopped reading is never readable again
+    /// (cloudflare/quiche#1968). The stream then holds one of the client's
+    /// request stream credits until the connection closes. So once the
+    /// peer's end has arrived and quiche still holds the stream after
+    /// [`Session::linger`], a RESET_STREAM (H3_NO_ERROR, final size = the
+    /// bytes sent, which the peer already has) gives quiche an ACK to free
+    /// it on. A stream still holding unacknowledged response data is freed
+    /// by that data's ACK instead; the wait makes sure it had the time.
+    fn sweep_stopped(&mut self, q: &mut QConn, now: Instant) {
+        if self.stopped.is_empty() {
+            return;
+        }
+        let linger = linger(q);
+        let mut i = 0;
+        while i < self.stopped.len() {
+            let (id, since) = self.stopped[i];
+            let gone = matches!(
+                q.stream_capacity(id),
+                Err(quiche::Error::InvalidStreamState(_))
+            );
+            if gone {
+                self.stopped.swap_remove(i);
+                continue;
+            }
+            // Our response or the peer's upload is still going.
+            if self.streams.contains_key(&id) || !q.stream_finished(id) {
+                i += 1;
+                continue;
+            }
+            match since {
+                Some(t) if now >= t + linger => {
+                    let _ = q.stream_shutdown(id, Shutdown::Write, H3Code::NoError.code());
+                    self.stopped.swap_remove(i);
+                    continue;
+                }
+                Some(t) => self.arm(t + linger),
+                None => {
+                    self.stopped[i].1 = Some(now);
+                    self.arm(now + linger);
+                }
+            }
+            i += 1;
         }
     }
 
@@ -1252,6 +1323,13 @@ impl Session {
             if s.recv != Recv::Done {
                 let _ = q.stream_shutdown(stream, Shutdown::Read, code);
                 s.recv = Recv::Done;
+                if self.role == Role::Server
+                    && stream & 0x3 == 0
+                    && !s.raw
+                    && !q.stream_finished(stream)
+                {
+                    self.stopped.push((stream, None));
+                }
             }
             if s.finished() {
                 self.forget(stream);
@@ -1309,6 +1387,9 @@ impl Session {
     pub fn process_reads(&mut self, q: &mut QConn) -> ConnResult<()> {
         self.early = q.is_in_early_data();
         self.process_datagrams(q)?;
+        if !self.stopped.is_empty() {
+            self.sweep_stopped(q, Instant::now());
+        }
         let mut ids: Vec<u64> = q.readable().collect();
         loop {
             ids.extend(std::mem::take(&mut self.to_read));
