@@ -186,6 +186,7 @@ test('bad options give ERR_H3_INVALID_OPTION naming the option', async (t) => {
     [{ threads: 65 }, 'threads'],
     [{ eventBatchDelayUs: -1 }, 'eventBatchDelayUs'],
     [{ eventBatchSize: 1.5 }, 'eventBatchSize'],
+    [{ unreadBodyTimeoutMs: -1 }, 'unreadBodyTimeoutMs'],
   ]
   for (const [opts, name] of cases) {
     const err = await t.throwsAsync(listen({ host: '127.0.0.1', port: 0, ...opts }), undefined, name)

@@ -201,6 +201,74 @@ test('a response sent without reading the upload stops the client sending it (ST
   t.is(await (await p.client.fetch(`${p.base}/next`)).text(), 'answered without reading')
 })
 
+test('a request body the handler holds a reader for but leaves unread after a complete response is stopped after unreadBodyTimeoutMs; a reader that goes on reading is not', async (t) => {
+  // Two request streams per connection, so a stream that is never let go
+  // shows as a third request that cannot start.
+  const p = await pair(t, { unreadBodyTimeoutMs: 300, streamReadWindow: 64 * 1024, maxConcurrentBidiStreams: 2 })
+  const kept = [] // the handler's readers stay reachable: nothing here depends on GC
+  const ends = []
+  const signals = []
+  let slow = null
+  handle(p.server, async (req) => {
+    const path = new URL(req.url).pathname
+    if (path === '/next') return req.respond(new Response('next'))
+    const reader = req.request.body.getReader()
+    if (path === '/abandon') {
+      await reader.read() // one chunk, then never again
+      kept.push(reader)
+      ends.push(reader.closed.then(() => 'closed', (e) => e.code))
+      signals.push(req.signal)
+      return req.respond(new Response('partial'))
+    }
+    // /slow: answers first, then reads on with a pause of a third of the
+    // period after each chunk for 1.5 s (five periods), then at full speed.
+    req.respond(new Response('reading on'))
+    const s = { bytes: 0, pauses: 0, error: null, done: false }
+    slow = s
+    const until = Date.now() + 1500
+    try {
+      for (;;) {
+        const { value, done } = await reader.read()
+        if (done) break
+        s.bytes += value.byteLength
+        if (Date.now() < until) {
+          await sleep(100)
+          s.pauses++
+        }
+      }
+      s.done = true
+    } catch (e) {
+      s.error = e.code ?? String(e)
+    }
+  })
+  const pulled = [0, 0]
+  const upload = (i) => p.client.fetch(`${p.base}/abandon`, { method: 'POST', duplex: 'half', body: patternStream(64 * MiB, { onPull: (n) => (pulled[i] = n) }) })
+  const [a, b] = await Promise.all([upload(0), upload(1)])
+  t.is(await a.text(), 'partial')
+  t.is(await b.text(), 'partial')
+  // Both streams are held by unread bodies until the watch gives them up:
+  // only then can a third request start.
+  const started = Date.now()
+  t.is(await (await p.client.fetch(`${p.base}/next`)).text(), 'next')
+  t.log(`third request answered ${Date.now() - started} ms after both bodies were left unread`)
+  t.deepEqual(await Promise.all(ends), ['ERR_H3_BODY_ABANDONED', 'ERR_H3_BODY_ABANDONED'])
+  t.false(signals.some((x) => x.aborted), 'the responses were complete: no abort')
+  t.true(await waitFor(() => p.server.activeRequests === 0, 3000), `${p.server.activeRequests} requests still tracked`)
+  const after = [...pulled]
+  await sleep(300)
+  t.deepEqual(pulled, after, 'the client stopped pulling its body sources')
+  t.true(pulled[0] < 64 * MiB && pulled[1] < 64 * MiB)
+
+  const total = 4 * MiB
+  const res = await p.client.fetch(`${p.base}/slow`, { method: 'POST', duplex: 'half', body: patternStream(total) })
+  t.is(await res.text(), 'reading on')
+  t.true(await waitFor(() => slow?.done || slow?.error, 15_000))
+  t.log(`slow reader: ${slow.pauses} pauses of 100 ms, ${slow.bytes} bytes`)
+  t.is(slow.error, null)
+  t.is(slow.bytes, total)
+  t.true(slow.pauses >= 10, 'the reader paused through several periods')
+})
+
 test('no per-request state is left behind after aborts, resets and failures', async (t) => {
   const p = await pair(t, { onError: () => {} })
   handle(p.server, (req) => {

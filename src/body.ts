@@ -22,6 +22,7 @@ export class IncomingBody {
   #hwm: number
   #done = false
   #onDone: (() => void) | undefined
+  #port: StreamPort
 
   /**
    * `onDone` runs once when the body ends, fails or is cancelled;
@@ -31,6 +32,7 @@ export class IncomingBody {
   constructor(port: StreamPort, readWindow: number, onDone?: () => void, stopCode?: (reason: unknown) => number) {
     this.#onDone = onDone
     this.#hwm = readWindow
+    this.#port = port
     this.stream = new ReadableStream<Uint8Array>(
       {
         start: (c) => {
@@ -73,6 +75,29 @@ export class IncomingBody {
    */
   get untouched(): boolean {
     return !this.stream.locked && this.#consumed() <= 0
+  }
+
+  /** Bytes the reader has taken so far. */
+  get read(): number {
+    return this.#consumed()
+  }
+
+  /** Whether bytes that arrived wait in the queue for the reader. */
+  get waiting(): boolean {
+    return this.#enqueued > this.#consumed()
+  }
+
+  /**
+   * Gives the body up while a reader holds it: asks the peer to stop
+   * sending (STOP_SENDING with `code`) and errors the stream with `err`,
+   * dropping what waits in it, so the reader's reads reject with `err`.
+   */
+  abandon(err: unknown, code: number): void {
+    if (this.#done) return
+    this.#done = true
+    this.#port.stopSending(code)
+    this.#controller.error(err)
+    this.#onDone?.()
   }
 
   push(chunk: Uint8Array): void {

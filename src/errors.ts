@@ -36,6 +36,7 @@ export type H3ErrorCode =
   | 'ERR_H3_BODY_TIMEOUT'
   | 'ERR_H3_SEND_TIMEOUT'
   | 'ERR_H3_RESPONSE_ABANDONED'
+  | 'ERR_H3_BODY_ABANDONED'
 
 /**
  * The error class of h3node. `instanceof H3Error` works across two copies of

@@ -101,6 +101,22 @@ export interface TransportOptions {
    */
   sendTimeoutMs?: number
   /**
+   * Server: once a response is complete, a request body still arriving
+   * that the handler took a reader for must go on being read. If the reader
+   * takes no bytes through a whole period of this many milliseconds and
+   * bytes are waiting for it at the period's end (checked once a period, so
+   * it acts after one to two periods), the client is asked to stop sending
+   * (STOP_SENDING, H3_NO_ERROR), the stream is let go, and the reader's
+   * reads reject with `ERR_H3_BODY_ABANDONED`. Without it, a
+   * handler that answered and dropped a half-read body would hold the
+   * stream, one of `maxConcurrentBidiStreams`, until the connection closes:
+   * flow control keeps the client from ever finishing. A reader that waits
+   * for bytes still to come is never cut off here (that is
+   * `bodyTimeoutMs`), and a body no reader was taken for is stopped as soon
+   * as the response is complete. `0` turns it off. Default `30000` ms.
+   */
+  unreadBodyTimeoutMs?: number
+  /**
    * Server: request streams one connection's client may cancel
    * (RESET_STREAM) within `streamResetWindowMs`; one more closes the
    * connection with H3_EXCESSIVE_LOAD (protection against "rapid reset"
@@ -203,7 +219,7 @@ function bool(opts: Record<string, unknown>, name: string, def: boolean): boolea
 export function resolveTransport(
   opts: TransportOptions,
   extra: { webtransport?: boolean; alpn?: string[]; raw?: boolean } = {},
-): ResolvedTransport & { streamWriteWindow: number } {
+): ResolvedTransport & { streamWriteWindow: number; unreadBodyTimeoutMs: number } {
   const o = opts as Record<string, unknown>
   const cc = o.congestionControl ?? 'cubic'
   if (cc !== 'cubic' && cc !== 'reno' && cc !== 'bbr2') {
@@ -242,6 +258,7 @@ export function resolveTransport(
     headersTimeoutMs: integer(o, 'headersTimeoutMs', 30_000, 0, 2 ** 31),
     bodyTimeoutMs: integer(o, 'bodyTimeoutMs', 30_000, 0, 2 ** 31),
     sendTimeoutMs: integer(o, 'sendTimeoutMs', 30_000, 0, 2 ** 31),
+    unreadBodyTimeoutMs: integer(o, 'unreadBodyTimeoutMs', 30_000, 0, 2 ** 31),
     maxStreamResets: integer(o, 'maxStreamResets', 500, 0, 2 ** 31),
     streamResetWindowMs: integer(o, 'streamResetWindowMs', 10_000, 1, 2 ** 31),
   }

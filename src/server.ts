@@ -582,6 +582,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
   #closedPromise: Promise<void>
   #readWindow: number
   #writeWindow: number
+  #unreadBodyMs: number
   #graceMs: number
   #onError: (error: unknown, request: IncomingRequest) => void
   #handler: ((req: IncomingRequest) => void) | null = null
@@ -608,6 +609,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     this.#onError = options.onError ?? ((e) => console.error('h3node: request handler failed:', e))
     this.#readWindow = transport.streamReadWindow
     this.#writeWindow = transport.streamWriteWindow
+    this.#unreadBodyMs = transport.unreadBodyTimeoutMs
     this.#closedPromise = new Promise((r) => {
       this.#resolveClosed = r
     })
@@ -629,7 +631,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     return this.#native.connectionCount()
   }
 
-    /**
+  /**
    * Requests whose exchange is not over yet: the response is not complete,
    * or the request body is still being read. Returns to 0 when traffic stops.
    */
@@ -826,13 +828,39 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     // Finished carries the last Sent's bytes (crate/src/bridge.rs).
     if (e.code > 0) s.out?.sent(e.code)
     s.finished = true
-    if (s.body && !s.body.done && !s.body.stream.locked) {
+    if (s.body && !s.body.done) {
       // The response is complete and nobody is reading the request
       // body: ask the client to stop sending it (STOP_SENDING, H3_NO_ERROR).
-      s.body.stream.cancel().catch(() => {})
+      if (!s.body.stream.locked) s.body.stream.cancel().catch(() => {})
+      // The handler may still be reading it, or may have dropped its reader.
+      else if (this.#unreadBodyMs > 0) this.#watchUnread(s.body)
     }
-    // The handler may still be reading a body that is arriving.
     this.#maybeDrop(s)
+  }
+
+  /**
+   * Watches a request body whose response is complete and whose reader the
+   * handler holds: when the reader took no bytes through a whole period of
+   * `unreadBodyTimeoutMs` and bytes wait for it at the period's end, the
+   * body is given up (STOP_SENDING H3_NO_ERROR, reads reject with
+   * ERR_H3_BODY_ABANDONED), which lets the stream go. A period that ends
+   * with bytes taken, or with none waiting (the reader waits for the
+   * client), starts a new one.
+   */
+  #watchUnread(body: IncomingBody): void {
+    const ms = this.#unreadBodyMs
+    let read = body.read
+    const timer = setInterval(() => {
+      if (body.done) return clearInterval(timer)
+      const now = body.read
+      if (now !== read || !body.waiting) {
+        read = now
+        return
+      }
+      clearInterval(timer)
+      body.abandon(new H3Error('ERR_H3_BODY_ABANDONED', `the response was complete and the request body went unread for ${ms} ms (unreadBodyTimeoutMs)`), H3Codes.NO_ERROR)
+    }, ms)
+    timer.unref()
   }
 
   /** A stream event of a WebTransport session's stream, not a request's: hands it to the session. */

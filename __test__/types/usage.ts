@@ -27,6 +27,7 @@ async function forAwait(): Promise<void> {
     headersTimeoutMs: 5_000,
     bodyTimeoutMs: 10_000,
     sendTimeoutMs: 10_000,
+    unreadBodyTimeoutMs: 5_000,
     maxStreamResets: 100,
     streamResetWindowMs: 1_000,
     eventBatchDelayUs: 500,
