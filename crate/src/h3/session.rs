@@ -1320,20 +1320,27 @@ impl Session {
     pub fn stop_sending(&mut self, q: &mut QConn, stream: u64, code: u64) {
         let code = self.wire_code(stream, code);
         if let Some(s) = self.streams.get_mut(&stream) {
+            let stopped = s.recv != Recv::Done && !s.raw;
             if s.recv != Recv::Done {
                 let _ = q.stream_shutdown(stream, Shutdown::Read, code);
                 s.recv = Recv::Done;
-                if self.role == Role::Server
-                    && stream & 0x3 == 0
-                    && !s.raw
-                    && !q.stream_finished(stream)
-                {
-                    self.stopped.push((stream, None));
-                }
             }
-            if s.finished() {
+            let finished = s.finished();
+            if stopped {
+                self.note_stopped(q, stream);
+            }
+            if finished {
                 self.forget(stream);
             }
+        }
+    }
+
+    /// Server: remembers a request stream whose reading was just stopped
+    /// (STOP_SENDING) while the peer still sends, for
+    /// [`Session::sweep_stopped`].
+    fn note_stopped(&mut self, q: &QConn, id: u64) {
+        if self.role == Role::Server && id & 0x3 == 0 && !q.stream_finished(id) {
+            self.stopped.push((id, None));
         }
     }
 
@@ -2104,6 +2111,7 @@ impl Session {
         s.headers_seen = false;
         let _ = q.stream_shutdown(id, Shutdown::Read, H3Code::NoError.code());
         s.recv = Recv::Done;
+        self.note_stopped(q, id);
         self.queue(id, head, 0, true);
         self.flush(q);
         Ok(())
