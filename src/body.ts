@@ -94,10 +94,8 @@ export class IncomingBody {
    */
   abandon(err: unknown, code: number): void {
     if (this.#done) return
-    this.#done = true
     this.#port.stopSending(code)
-    this.#controller.error(err)
-    this.#onDone?.()
+    this.fail(err)
   }
 
   push(chunk: Uint8Array): void {

@@ -107,10 +107,10 @@ export interface TransportOptions {
    * bytes are waiting for it at the period's end (checked once a period, so
    * it acts after one to two periods), the client is asked to stop sending
    * (STOP_SENDING, H3_NO_ERROR), the stream is let go, and the reader's
-   * reads reject with `ERR_H3_BODY_ABANDONED`. Without it, a
-   * handler that answered and dropped a half-read body would hold the
-   * stream, one of `maxConcurrentBidiStreams`, until the connection closes:
-   * flow control keeps the client from ever finishing. A reader that waits
+   * reads reject with `ERR_H3_BODY_ABANDONED`. Without it, a handler that
+   * answered and dropped a half-read body would hold the stream, one of
+   * `maxConcurrentBidiStreams`, until the connection closes: flow control
+   * keeps the client from ever finishing. A reader that waits
    * for bytes still to come is never cut off here (that is
    * `bodyTimeoutMs`), and a body no reader was taken for is stopped as soon
    * as the response is complete. `0` turns it off. Default `30000` ms.

@@ -1320,13 +1320,13 @@ impl Session {
     pub fn stop_sending(&mut self, q: &mut QConn, stream: u64, code: u64) {
         let code = self.wire_code(stream, code);
         if let Some(s) = self.streams.get_mut(&stream) {
-            let stopped = s.recv != Recv::Done && !s.raw;
-            if s.recv != Recv::Done {
+            let stopping = s.recv != Recv::Done;
+            if stopping {
                 let _ = q.stream_shutdown(stream, Shutdown::Read, code);
                 s.recv = Recv::Done;
             }
-            let finished = s.finished();
-            if stopped {
+            let (raw, finished) = (s.raw, s.finished());
+            if stopping && !raw {
                 self.note_stopped(q, stream);
             }
             if finished {
