@@ -13,8 +13,8 @@ const ECHO_BYTES = FULL ? 10 * 1024 * 1024 : 1024 * 1024
 const PARALLEL = FULL ? 500 : 100
 const sha = (s) => createHash('sha256').update(s).digest('hex')
 
-async function interopServer(t) {
-  const server = await listen({ host: '127.0.0.1', port: 0 })
+async function interopServer(t, options = {}) {
+  const server = await listen({ host: '127.0.0.1', port: 0, ...options })
   t.teardown(() => server.close(500))
   const seen = { resets: [], arrivals: 0, connections: new Set() }
   handle(server, async (req) => {
@@ -26,6 +26,8 @@ async function interopServer(t) {
     }
     if (url.pathname.startsWith('/bytes/')) return req.respond(new Response(patternBytes(Number(url.pathname.slice(7)))))
     if (url.pathname === '/throw') throw new Error('handler failure on purpose')
+    // Answered without reading the upload: STOP_SENDING once the response is complete.
+    if (url.pathname === '/unread') return req.respond(new Response('not reading that', { status: 413 }))
     if (url.pathname === '/sink') {
       seen.arrivals++
       // The reset may have arrived in the same batch as the head.
@@ -112,6 +114,19 @@ for (const kind of ['aioquic', 'quic-go']) {
     t.is(r.code, 0, failure(r))
     const byUrl = Object.fromEntries(r.results.map((x) => [new URL(x.url).pathname, x.status]))
     t.deepEqual(byUrl, { '/throw': 500, '/hello': 200 })
+  })
+
+  // quiche 0.30 kept such a stream when the client's ACK of the response
+  // came before its RESET_STREAM (cloudflare/quiche#1968): on a connection
+  // allowing two request streams, the third upload then never started.
+  test(`${kind}: uploads answered without being read free their streams (six in a row on a two-stream connection)`, async (t) => {
+    const { base } = await interopServer(t, { maxConcurrentBidiStreams: 2 })
+    const r = await run(['--url', `${base}/unread`, '--method', 'POST', '--body-size', String(8 * 1024 * 1024), '--count', '6', '--parallel', '1'], { timeoutMs: 60_000 })
+    t.is(r.code, 0, failure(r))
+    t.deepEqual(
+      r.results.filter((x) => !x.summary).map((x) => x.status),
+      [413, 413, 413, 413, 413, 413],
+    )
   })
 
   test(`${kind}: a client reset mid-upload aborts request.signal with the client's code`, async (t) => {
