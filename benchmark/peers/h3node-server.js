@@ -22,6 +22,8 @@ const { values: o } = parseArgs({
 })
 
 const CHUNK = new Uint8Array(64 * 1024)
+// Defined only under benchmark/lib/stalls.js (benchmark/tail.js): notes a request's arrival.
+const mark = globalThis.__h3nodeTailMark
 
 function bytes(n) {
   let left = n
@@ -56,6 +58,7 @@ async function main() {
     server = await serve({
       ...opts,
       fetch(request) {
+        if (mark) mark()
         const path = request.url.slice(request.url.indexOf('/', 8))
         if (path === '/sink') return sink(request)
         if (path.startsWith('/bytes/')) return bytes(Number(path.slice(7)))
@@ -66,6 +69,7 @@ async function main() {
     server = await listen(opts)
     ;(async () => {
       for await (const req of server) {
+        if (mark) mark()
         // Routed like the serve handler and Node http2's (a string compare of the path; no URL parse).
         const path = req.url.slice(req.url.indexOf('/', 8))
         if (path === '/sink') req.respond(sink(req.request))
