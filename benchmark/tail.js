@@ -21,6 +21,7 @@ const { parseArgs } = require('node:util')
 const { execFileSync } = require('node:child_process')
 const tools = require('./lib/tools')
 const proc = require('./lib/proc')
+const { percentile } = require('./lib/load')
 
 const { values: o, positionals: extra } = parseArgs({
   options: {
@@ -41,10 +42,6 @@ for (const k of ['rate', 'streams', 'connections', 'seconds']) {
 }
 
 const KIND = { 1: 'scavenge', 2: 'minor mark-sweep', 4: 'mark-compact', 8: 'incremental marking', 16: 'weak callbacks' }
-
-function percentile(sorted, p) {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
-}
 
 /** Sums of the `--trace-gc-nvp` lines: scavenges (count, pause, promoted) and full GCs. */
 function nvpSummary(text) {
@@ -86,12 +83,17 @@ async function main() {
   // Warm-up at full speed, then arm the mark and measure at the rate.
   await proc.runMeasured(oha, ohaArgs(2), { core: 1 })
   await proc.sleep(500)
-  const nvpStart = s.stdout().length
+  // The measured period's GC lines, read off the server's stdout from here on (startProcess
+  // keeps only a bounded tail of it).
+  let nvpText = ''
+  s.child.stdout.on('data', (d) => {
+    nvpText += d
+  })
   s.child.kill('SIGUSR2')
   await proc.sleep(100)
   const r = await proc.runMeasured(oha, [...ohaArgs(o.seconds), '-q', o.rate, '--db-url', db, url], { core: 1 })
   if (r.code !== 0) throw new Error(`oha failed (${r.code}): ${r.stderr.slice(-800)}`)
-  const nvp = nvpSummary(s.stdout().slice(nvpStart))
+  const nvp = nvpSummary(nvpText)
   await s.stop()
   const srv = JSON.parse(fs.readFileSync(stallFile, 'utf8'))
 
