@@ -104,7 +104,9 @@ async function main() {
   // when oha started it (loopback, well under a millisecond).
   const base = srv.firstRequest - rows[0].start * 1000
   const durs = rows.map((x) => x.duration * 1000).sort((x, y) => x - y)
+  const p50 = percentile(durs, 50)
   const p99 = percentile(durs, 99)
+  const p999 = percentile(durs, 99.9)
   const slow = rows.filter((x) => x.duration * 1000 >= p99)
   const stalls = srv.stalls.map(([at, ms, run, wait, io, cpu]) => {
     const kinds = new Set(srv.gcs.filter(([g, d]) => g + d > at && g < at + ms).map(([, , k]) => k))
@@ -138,10 +140,10 @@ async function main() {
   const lines = [
     `# Half-load tail: h3node ${o.mode} on Node ${version}, ${per} streams x ${o.connections} connection(s), oha -q ${o.rate} for ${o.seconds} s`,
     '',
-    `- ${rows.length} requests answered (${Math.round(rows.length / Number(o.seconds))} req/s); p50 ${percentile(durs, 50).toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, p99.9 ${percentile(durs, 99.9).toFixed(2)} ms`,
+    `- ${rows.length} requests answered (${Math.round(rows.length / Number(o.seconds))} req/s); p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, p99.9 ${p999.toFixed(2)} ms`,
     `- requests at or above p99: ${slow.length}; overlapping an event-loop stall of the server: ${inStall} (${pct(inStall, slow.length)})`,
     ...[...byCause].sort((x, y) => y[1] - x[1]).map(([k, n]) => `  - stall with ${k}: ${n} (${pct(n, slow.length)})`),
-    `- event-loop stalls over 4 ms: ${stalls.length}`,
+    `- event-loop stalls over 4 ms: ${stalls.length}${srv.ioThreadFound ? '' : ' (no h3node-io thread found: its time is among the other threads)'}`,
     ...[...stallCause].sort((x, y) => y[1].n - x[1].n).map(([k, e]) => `  - ${k}: ${e.n}, ${(e.ms / e.n).toFixed(1)} ms on average (JS thread running ${(e.run / e.n).toFixed(1)}, ` +
       `waiting for the core ${(e.wait / e.n).toFixed(1)}; I/O thread running ${(e.io / e.n).toFixed(1)}, ` +
       `other threads ${((e.cpu - e.run - e.io) / e.n).toFixed(1)}), longest ${e.max.toFixed(1)} ms`),
@@ -152,7 +154,7 @@ async function main() {
     `- full GCs (mark-compact): ${nvp.full.n}, ${(nvp.full.pauseMs / Math.max(1, nvp.full.n)).toFixed(1)} ms pause on average`,
     '',
   ]
-  const json = { date: new Date().toISOString(), node: version, options: o, extraNodeFlags: extra, requests: rows.length, p50Ms: percentile(durs, 50), p99Ms: p99, p999Ms: percentile(durs, 99.9), slow: slow.length, slowInStall: inStall, slowByCause: Object.fromEntries(byCause), stalls: Object.fromEntries(stallCause), gc: nvp }
+  const json = { date: new Date().toISOString(), node: version, options: o, extraNodeFlags: extra, requests: rows.length, p50Ms: p50, p99Ms: p99, p999Ms: p999, slow: slow.length, slowInStall: inStall, slowByCause: Object.fromEntries(byCause), stalls: Object.fromEntries(stallCause), gc: nvp }
   fs.writeFileSync(path.join(o.out, `tail-${o.mode}.json`), JSON.stringify(json, null, 2))
   console.log(lines.join('\n'))
   fs.rmSync(tmp, { recursive: true, force: true })

@@ -27,8 +27,8 @@ if (file) {
     for (const e of list.getEntries()) gcs.push([origin + e.startTime, e.duration, e.detail?.kind ?? 0])
   }).observe({ entryTypes: ['gc'] })
   // schedstat: nanoseconds on a core, nanoseconds runnable but waiting for one, time slices.
-  const sched = (file) => {
-    const [run, wait] = fs.readFileSync(file, 'utf8').split(' ')
+  const sched = (statFile) => {
+    const [run, wait] = fs.readFileSync(statFile, 'utf8').split(' ')
     return [Number(run) / 1e6, Number(wait) / 1e6]
   }
   let ioFile = null
@@ -72,6 +72,6 @@ if (file) {
     if (armed && firstRequest === null) firstRequest = origin + performance.now()
   }
   process.prependListener('SIGTERM', () => {
-    fs.writeFileSync(file, JSON.stringify({ firstRequest, stalls, gcs }))
+    fs.writeFileSync(file, JSON.stringify({ firstRequest, ioThreadFound: ioFile !== null, stalls, gcs }))
   })
 }
