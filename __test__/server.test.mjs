@@ -74,6 +74,43 @@ test('request.headers and req.headers hold the same fields the client sent, for 
   await p.close()
 })
 
+test('requests repeating the last request\'s fields on a connection each get exactly their own headers', async (t) => {
+  // The server copies a repeated field set from a Headers it made once
+  // (IncomingRequest.request): no request may see another's fields, or a
+  // change a handler made to its own Request.
+  const p = await pair(t)
+  const seen = []
+  handle(p.server, async (req) => {
+    const early = req.url.endsWith('/early') ? [...req.headers] : null
+    const r = req.request
+    seen.push({ conn: req.connection.id, fields: [...r.headers], early, body: await r.text() })
+    r.headers.set('x-mutated', 'yes')
+    r.headers.delete('x-a')
+    req.respond(new Response('ok'))
+  })
+  const a = { 'x-a': '1', accept: 'text/plain', cookie: 'k=v' }
+  const b = { 'x-a': '2', accept: 'text/plain', cookie: 'k=v' }
+  const sent = [
+    ['/1', a], ['/2', a], ['/3', a], ['/4', b], ['/5', a], ['/6', a], ['/early', a],
+    ['/post', a, 'body'], ['/none', {}], ['/none2', {}],
+  ]
+  for (const [path, headers, body] of sent) {
+    const res = await p.client.fetch(`${p.base}${path}`, body ? { method: 'POST', headers, body } : { headers })
+    t.is(await res.text(), 'ok')
+  }
+  t.is(seen.length, sent.length)
+  t.true(seen.every((s) => s.conn === seen[0].conn), 'all on one connection')
+  const expect = (h, body) => Object.entries({ ...h, ...(body ? { 'content-type': 'text/plain;charset=UTF-8' } : {}) }).sort(([x], [y]) => (x < y ? -1 : 1))
+  for (let i = 0; i < sent.length; i++) {
+    const [path, headers, body] = sent[i]
+    const got = seen[i].fields.filter(([n]) => n !== 'content-length')
+    t.deepEqual(got, expect(headers, body), path)
+    t.is(seen[i].body, body ?? '')
+  }
+  t.deepEqual(seen[6].early, seen[6].fields)
+  await p.close()
+})
+
 test('100 concurrent streams on one connection', async (t) => {
   const p = await pair(t)
   handle(p.server, async (req) => {

@@ -151,7 +151,7 @@ class LazyAbort {
 class H3Request extends Request {
   #abort: LazyAbort
 
-  constructor(url: string, init: RequestInit, abort: LazyAbort) {
+  constructor(url: string, init: RequestInit | undefined, abort: LazyAbort) {
     super(url, init)
     this.#abort = abort
   }
@@ -226,6 +226,8 @@ export class IncomingRequest {
   #method = 'GET'
   #url: string
   #protocol: string | null = null
+  /** Where the section's regular fields start (after the pseudo-headers). */
+  #fieldsAt = 0
 
   /** @internal `section`: the header section, names and values joined with NUL, pseudo-headers first. */
   constructor(server: Server, conn: ConnectionInfo, stream: number, section: string, early: boolean, state: StreamState) {
@@ -240,7 +242,8 @@ export class IncomingRequest {
     let path = '/'
     // Pseudo-headers come first (the native side rejects any later one), so
     // the URL is read off the front of the section without splitting it.
-    for (let i = 0; i < section.length && section.charCodeAt(i) === 58; ) {
+    let i = 0
+    while (i < section.length && section.charCodeAt(i) === 58) {
       const eq = section.indexOf('\0', i)
       if (eq < 0) break
       let end = section.indexOf('\0', eq + 1)
@@ -265,6 +268,7 @@ export class IncomingRequest {
       }
       i = end + 1
     }
+    this.#fieldsAt = i
     if (!authority) {
       const f = this.#fieldList()
       for (let i = 0; i < f.length; i += 2) if (f[i] === 'host') authority = f[i + 1]
@@ -328,19 +332,32 @@ export class IncomingRequest {
     if (!webTransport && this.#method === 'CONNECT') {
       throw new H3Error('ERR_H3_CONNECT_REQUEST', `a CONNECT request has no Request form; use req.method, req.url, req.headers and req.protocol`)
     }
-    const init: RequestInit & { duplex?: 'half' } = {}
-    // A WebTransport CONNECT appears as a GET (the default method).
-    if (!webTransport && this.#method !== 'GET') init.method = this.#method
+    // No init at all for a GET without a body (a WebTransport CONNECT
+    // appears as one): undici reads every RequestInit member off an init
+    // object, about 2,800 instructions a request for an empty one.
+    let init: (RequestInit & { duplex?: 'half' }) | undefined
+    if (!webTransport && this.#method !== 'GET') init = { method: this.#method }
     if (this.#state.body) {
+      init ??= {}
       init.body = this.#state.body.stream
       init.duplex = 'half'
     }
+    // The fields of the connection's last request again (a client sends
+    // the same ones request after request): copied from a Headers made
+    // once, which skips the per-call checks of `Headers.append`.
+    const fields = this.#section.slice(this.#fieldsAt)
+    const same = fields && !this.#fields ? this.#server.repeatedFields(this.connection.id, fields) : null
+    if (same) {
+      init ??= {}
+      init.headers = same
+    }
     const request = new H3Request(this.#url, init, this.#state.abort)
-    // The fields go straight into the request's own Headers: a Headers given
-    // in `init` is copied again, field by field (about 1.5 µs a request). A
+    // Otherwise the fields go straight into the request's own Headers. A
     // stream body has no type of its own, so no content-type is there first.
-    if (this.#fields) appendFields(request.headers, this.#fields)
-    else appendSection(request.headers, this.#section)
+    if (!same) {
+      if (this.#fields) appendFields(request.headers, this.#fields)
+      else appendSection(request.headers, this.#section)
+    }
     if (webTransport) request.headers.set('upgrade', 'webtransport')
     this.#request = request
     return request
@@ -589,6 +606,8 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
   #webTransport: boolean
   #datagramQueue: number
   #maxDatagram = new Map<number, number>()
+  /** Per connection: the regular fields of its last request, and a `Headers` of them once they came twice. */
+  #lastFields = new Map<number, { fields: string; headers: Headers | null }>()
   #sessions = new Map<number, Map<number, WebTransportSession>>()
 
   /** @internal use {@link listen} */
@@ -649,6 +668,32 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
   /** Resolves when the server has fully closed. */
   get closed(): Promise<void> {
     return this.#closedPromise
+  }
+
+  /**
+   * @internal `fields` (a request's regular fields, joined with NUL as they
+   * crossed) as a `Headers` to copy into its `Request`, when the last
+   * request of connection `conn` carried the very same ones; else `null`,
+   * and `fields` becomes that last request's. The `Headers` is made once and
+   * never handed out: `Request` copies it.
+   *
+   * Copying a made `Headers` skips `Headers.append`'s conversions (measured
+   * 2026-11-24, Node 24, callgrind: 13 fields of a Chrome navigation, 61,000
+   * instructions appended one by one against 36,000 copied; oha's 3 fields,
+   * 10,400 against 8,700).
+   */
+  repeatedFields(conn: number, fields: string): Headers | null {
+    const last = this.#lastFields.get(conn)
+    if (last === undefined) {
+      this.#lastFields.set(conn, { fields, headers: null })
+      return null
+    }
+    if (last.fields !== fields) {
+      last.fields = fields
+      last.headers = null
+      return null
+    }
+    return (last.headers ??= appendSection(new Headers(), fields))
   }
 
   /** @internal */
@@ -945,6 +990,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
         for (const session of this.#sessions.get(e.conn)?.values() ?? []) session.onFailed(err0(e))
         this.#sessions.delete(e.conn)
         this.#maxDatagram.delete(e.conn)
+        this.#lastFields.delete(e.conn)
         this.#streams.delete(e.conn)
         this.#conns.delete(e.conn)
         break
