@@ -13,6 +13,8 @@
 //   node benchmark/instructions.js [--requests 10000] [--warmup 15000] [--runs 2]
 //        [--mode for-await|serve|tokio-quiche] [--streams 256] [--connections 4] [--node 24|current]
 //        [--native PATH.node]   (load this addon build instead of the package's)
+//        [--keep DIR]   (keep callgrind's per-thread files there, for callgrind_annotate)
+//        [--browser-headers]   (each request carries the 13 fields of a Chrome navigation, not oha's 3)
 // Compare two checkouts by running it in each. Needs valgrind (apt-get install valgrind).
 // Under callgrind everything runs about 50x slower: the defaults take about a minute a run.
 'use strict'
@@ -34,11 +36,13 @@ const { values: o } = parseArgs({
     connections: { type: 'string', default: '4' },
     node: { type: 'string', default: '24' },
     native: { type: 'string' },
+    keep: { type: 'string' },
+    'browser-headers': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 })
 if (o.help) {
-  console.log('usage: node benchmark/instructions.js [--requests N] [--warmup N] [--runs N] [--mode for-await|serve|tokio-quiche] [--streams N] [--connections N] [--node 24|current] [--native PATH.node]')
+  console.log('usage: node benchmark/instructions.js [--requests N] [--warmup N] [--runs N] [--mode for-await|serve|tokio-quiche] [--streams N] [--connections N] [--node 24|current] [--native PATH.node] [--keep DIR] [--browser-headers]')
   process.exit(0)
 }
 const whole = (name, min) => {
@@ -59,10 +63,29 @@ if (o.native && !fs.existsSync(o.native)) throw new Error(`--native: no file ${o
 if (!tools.which('valgrind') || !tools.which('callgrind_control')) throw new Error('valgrind is not installed (apt-get install valgrind)')
 
 /** Sends `n` GETs with oha on core 1; resolves to the number answered 200. */
+// What Chrome sends on a navigation besides the pseudo-headers (oha adds its own user-agent,
+// accept and accept-encoding when not given).
+const BROWSER_HEADERS = [
+  'sec-ch-ua: "Chromium";v="142", "Not_A Brand";v="24"',
+  'sec-ch-ua-mobile: ?0',
+  'sec-ch-ua-platform: "Linux"',
+  'upgrade-insecure-requests: 1',
+  'user-agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36',
+  'accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8',
+  'sec-fetch-site: none',
+  'sec-fetch-mode: navigate',
+  'sec-fetch-user: ?1',
+  'sec-fetch-dest: document',
+  'accept-encoding: gzip, deflate, br, zstd',
+  'accept-language: en-US,en;q=0.9',
+  'priority: u=0, i',
+]
+
 function load(oha, url, n) {
   const per = Math.max(1, Math.round(streams / connections))
+  const headers = o['browser-headers'] ? BROWSER_HEADERS.flatMap((h) => ['-H', h]) : []
   const r = spawnSync('taskset', ['-c', '1', oha, '--http-version', '3', '--insecure', '--no-tui', '--output-format', 'json',
-    '-n', String(n), '-c', String(connections), '-p', String(per), '-t', '60s', url], { encoding: 'utf8', maxBuffer: 64 << 20 })
+    '-n', String(n), '-c', String(connections), '-p', String(per), '-t', '60s', ...headers, url], { encoding: 'utf8', maxBuffer: 64 << 20 })
   try {
     return Number(JSON.parse(r.stdout).statusCodeDistribution?.['200'] ?? 0)
   } catch {
@@ -120,6 +143,10 @@ async function once(oha, cert, bin) {
     return { ok, js: t.js / ok, io: t.io / ok, helpers: t.helpers / ok, total: (t.js + t.io + t.helpers) / ok }
   } finally {
     await s.stop()
+    if (o.keep) {
+      fs.mkdirSync(o.keep, { recursive: true })
+      for (const f of fs.readdirSync(dir)) fs.copyFileSync(path.join(dir, f), path.join(o.keep, f))
+    }
     fs.rmSync(dir, { recursive: true, force: true })
   }
 }
@@ -140,7 +167,7 @@ async function main() {
   }
   fs.rmSync(tmp, { recursive: true, force: true })
   const k = (f) => Math.round(rows.map((r) => r[f]).sort((a, b) => a - b)[Math.floor((rows.length - 1) / 2)]).toLocaleString('en-US')
-  console.log(`${what}, ${streams} streams over ${connections} connections, ${requests} requests after ${warmup} warm-up, ${runs} run(s), median:`)
+  console.log(`${what}, ${streams} streams over ${connections} connections, ${requests} requests after ${warmup} warm-up${o['browser-headers'] ? ', browser headers' : ''}, ${runs} run(s), median:`)
   console.log(`  instructions per request: ${k('total')} (${names[0]} ${k('js')}, ${names[1]} ${k('io')}, ${names[2]} ${k('helpers')})`)
   console.log(`  every run: ${rows.map((r) => Math.round(r.total).toLocaleString('en-US')).join(', ')}`)
 }
