@@ -345,8 +345,9 @@ export class IncomingRequest {
     // The fields of the connection's last request again (a client sends
     // the same ones request after request): copied from a Headers made
     // once, which skips the per-call checks of `Headers.append`.
-    const fields = this.#section.slice(this.#fieldsAt)
-    const same = fields && !this.#fields ? this.#server.repeatedFields(this.connection.id, fields) : null
+    // (Not when the fields were split already: `req.headers` was read first.)
+    const fields = this.#fields ? '' : this.#section.slice(this.#fieldsAt)
+    const same = fields ? this.#server.repeatedFields(this.connection.id, fields) : null
     if (same) {
       init ??= {}
       init.headers = same
