@@ -62,7 +62,6 @@ if (!['24', 'current'].includes(o.node)) throw new Error(`--node takes 24 or cur
 if (o.native && !fs.existsSync(o.native)) throw new Error(`--native: no file ${o.native}`)
 if (!tools.which('valgrind') || !tools.which('callgrind_control')) throw new Error('valgrind is not installed (apt-get install valgrind)')
 
-/** Sends `n` GETs with oha on core 1; resolves to the number answered 200. */
 // What Chrome sends on a navigation besides the pseudo-headers (oha adds its own user-agent,
 // accept and accept-encoding when not given).
 const BROWSER_HEADERS = [
@@ -81,6 +80,7 @@ const BROWSER_HEADERS = [
   'priority: u=0, i',
 ]
 
+/** Sends `n` GETs with oha on core 1 (with `--browser-headers`, Chrome's fields); resolves to the number answered 200. */
 function load(oha, url, n) {
   const per = Math.max(1, Math.round(streams / connections))
   const headers = o['browser-headers'] ? BROWSER_HEADERS.flatMap((h) => ['-H', h]) : []
