@@ -10,7 +10,11 @@
 // event loop, by what the stall contained (a scavenge, a mark-compact, no GC entry), and the
 // GC figures behind it. Writes the figures to benchmark/results/tail/ (not committed).
 //   node benchmark/tail.js [--mode for-await|serve] [--rate 16000] [--streams 64]
-//        [--connections 1] [--seconds 5] [--node 24|current] [-- <extra node flags for the server>]
+//        [--connections 1] [--seconds 5] [--node 24|current] [--helpers-priority N|idle]
+//        [-- <extra node flags for the server>]
+// --helpers-priority: after the warm-up, every thread of the server but the JS thread and the
+// native I/O threads (V8's helpers, the inspector's, napi-rs's idle runtime) is set to nice N
+// (renice) or to SCHED_IDLE (chrt -i): what the tail owes to those threads taking the core.
 // Reading oha's database needs node:sqlite (Node >= 22.5): under an older Node the script
 // runs itself again under the Node 24 the benchmark installs.
 'use strict'
@@ -32,6 +36,7 @@ const { values: o, positionals: extra } = parseArgs({
     seconds: { type: 'string', default: '5' },
     node: { type: 'string', default: '24' },
     out: { type: 'string', default: path.join(__dirname, 'results', 'tail') },
+    'helpers-priority': { type: 'string' },
   },
   allowPositionals: true,
 })
@@ -39,6 +44,24 @@ if (!['for-await', 'serve'].includes(o.mode)) throw new Error(`--mode takes for-
 if (!['24', 'current'].includes(o.node)) throw new Error(`--node takes 24 or current, not ${o.node}`)
 for (const k of ['rate', 'streams', 'connections', 'seconds']) {
   if (!(Number(o[k]) > 0)) throw new Error(`--${k} must be a positive number, not ${o[k]}`)
+}
+
+const helpers = o['helpers-priority']
+if (helpers !== undefined && helpers !== 'idle' && !(/^\d+$/.test(helpers) && Number(helpers) <= 19)) {
+  throw new Error(`--helpers-priority takes a nice value 0 to 19 or idle, not ${helpers}`)
+}
+
+/** Lowers the priority of every thread of `pid` but its main thread and h3node's I/O threads; returns their names. */
+function lowerHelpers(pid, how) {
+  const names = []
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    const name = fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
+    if (Number(tid) === pid || name === 'h3node-io') continue
+    if (how === 'idle') execFileSync('chrt', ['--idle', '-p', '0', tid])
+    else execFileSync('renice', ['-n', how, '-p', tid], { stdio: 'ignore' })
+    names.push(name)
+  }
+  return names
 }
 
 const KIND = { 1: 'scavenge', 2: 'minor mark-sweep', 4: 'mark-compact', 8: 'incremental marking', 16: 'weak callbacks' }
@@ -82,6 +105,7 @@ async function main() {
   const ohaArgs = (secs) => ['--http-version', '3', '--insecure', '--no-tui', '-c', o.connections, '-p', String(per), '-z', `${secs}s`]
   // Warm-up at full speed, then arm the mark and measure at the rate.
   await proc.runMeasured(oha, ohaArgs(2), { core: 1 })
+  const lowered = helpers === undefined ? [] : lowerHelpers(s.pid, helpers)
   await proc.sleep(500)
   // The measured period's GC lines, read off the server's stdout from here on (startProcess
   // keeps only a bounded tail of it).
@@ -140,6 +164,7 @@ async function main() {
   const lines = [
     `# Half-load tail: h3node ${o.mode} on Node ${version}, ${per} streams x ${o.connections} connection(s), oha -q ${o.rate} for ${o.seconds} s`,
     '',
+    ...(helpers === undefined ? [] : [`- helper threads set to ${helpers === 'idle' ? 'SCHED_IDLE' : `nice ${helpers}`}: ${lowered.length} (${[...new Set(lowered)].join(', ')})`]),
     `- ${rows.length} requests answered (${Math.round(rows.length / Number(o.seconds))} req/s); p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, p99.9 ${p999.toFixed(2)} ms`,
     `- requests at or above p99: ${slow.length}; overlapping an event-loop stall of the server: ${inStall} (${pct(inStall, slow.length)})`,
     ...[...byCause].sort((x, y) => y[1] - x[1]).map(([k, n]) => `  - stall with ${k}: ${n} (${pct(n, slow.length)})`),
@@ -154,7 +179,7 @@ async function main() {
     `- full GCs (mark-compact): ${nvp.full.n}, ${(nvp.full.pauseMs / Math.max(1, nvp.full.n)).toFixed(1)} ms pause on average`,
     '',
   ]
-  const json = { date: new Date().toISOString(), node: version, options: o, extraNodeFlags: extra, requests: rows.length, p50Ms: p50, p99Ms: p99, p999Ms: p999, slow: slow.length, slowInStall: inStall, slowByCause: Object.fromEntries(byCause), stalls: Object.fromEntries(stallCause), gc: nvp }
+  const json = { date: new Date().toISOString(), node: version, options: o, extraNodeFlags: extra, loweredThreads: lowered, requests: rows.length, p50Ms: p50, p99Ms: p99, p999Ms: p999, slow: slow.length, slowInStall: inStall, slowByCause: Object.fromEntries(byCause), stalls: Object.fromEntries(stallCause), gc: nvp }
   fs.writeFileSync(path.join(o.out, `tail-${o.mode}.json`), JSON.stringify(json, null, 2))
   console.log(lines.join('\n'))
   fs.rmSync(tmp, { recursive: true, force: true })
