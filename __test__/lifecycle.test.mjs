@@ -187,6 +187,7 @@ test('bad options give ERR_H3_INVALID_OPTION naming the option', async (t) => {
     [{ eventBatchDelayUs: -1 }, 'eventBatchDelayUs'],
     [{ eventBatchSize: 1.5 }, 'eventBatchSize'],
     [{ unreadBodyTimeoutMs: -1 }, 'unreadBodyTimeoutMs'],
+    [{ streamWriteWindow: 512 * 1024, maxStreamWriteWindow: 256 * 1024 }, 'maxStreamWriteWindow'],
   ]
   for (const [opts, name] of cases) {
     const err = await t.throwsAsync(listen({ host: '127.0.0.1', port: 0, ...opts }), undefined, name)

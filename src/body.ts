@@ -5,8 +5,9 @@
  *   are granted back to the native side only as the reader consumes them, so
  *   a slow reader flow-controls the peer.
  * - {@link OutgoingBody}: pumps a `ReadableStream` into the stream, reading
- *   the source only while fewer than `writeWindow` bytes are waiting for
- *   QUIC, so a slow peer slows the producer.
+ *   the source only while fewer than its write window of bytes are waiting
+ *   for QUIC, so a slow peer slows the producer. The window adapts between
+ *   `streamWriteWindow` and `maxStreamWriteWindow` ({@link nextWriteWindow}).
  *
  * @internal
  * @module
@@ -122,17 +123,57 @@ export class IncomingBody {
 /** The zero-length write that carries a body's FIN. */
 const EMPTY = new Uint8Array(0)
 
+/**
+ * A wait for write credit that ended within this many milliseconds doubles a
+ * body's write window (up to its maximum): QUIC took the whole window that
+ * fast, so the stream drains at more than about 100 MB/s and JavaScript was
+ * being woken for every few hundred KiB of it.
+ */
+export const WRITE_WINDOW_GROW_MS = 2
+/** A wait for write credit longer than this halves the window (down to its minimum). */
+export const WRITE_WINDOW_SHRINK_MS = 8
+
+/**
+ * The write window of a body after it waited `waitedMs` for credit with
+ * `window` bytes outstanding. A fast drain grows it, so that a stream
+ * QUIC empties quickly refills in fewer, larger turns (fewer wake-ups of the
+ * JS thread per GiB); a slow one shrinks it back, so that a stream held by
+ * a slow peer or by flow control keeps at most `min` bytes waiting. Bytes
+ * held per stream thus stay near what it drains in a few milliseconds.
+ */
+export function nextWriteWindow(window: number, waitedMs: number, min: number, max: number): number {
+  if (waitedMs < WRITE_WINDOW_GROW_MS) return Math.min(max, window * 2)
+  if (waitedMs > WRITE_WINDOW_SHRINK_MS) return Math.max(min, Math.floor(window / 2))
+  return window
+}
+
 export class OutgoingBody {
   #outstanding = 0
   #wake: (() => void) | null = null
   #reader: ReadableStreamDefaultReader<Uint8Array> | null = null
   #failed: unknown = undefined
   #window: number
+  #min: number
+  #max: number
+  #now: () => number
   #port: StreamPort
 
-  constructor(port: StreamPort, writeWindow: number) {
+  /**
+   * `writeWindow`: the window a body starts with, and the least it shrinks
+   * to; `maxWriteWindow`: the most it grows to (see {@link nextWriteWindow});
+   * `now`: the clock, in milliseconds.
+   */
+  constructor(port: StreamPort, writeWindow: number, maxWriteWindow = writeWindow, now: () => number = () => performance.now()) {
     this.#port = port
     this.#window = writeWindow
+    this.#min = writeWindow
+    this.#max = Math.max(writeWindow, maxWriteWindow)
+    this.#now = now
+  }
+
+  /** The current write window, in bytes. */
+  get window(): number {
+    return this.#window
   }
 
   /** Native side accepted `bytes` into QUIC. */
@@ -169,10 +210,14 @@ export class OutgoingBody {
     this.#reader = reader
     try {
       for (;;) {
-        while (this.#outstanding >= this.#window && this.#failed === undefined) {
-          await new Promise<void>((resolve) => {
-            this.#wake = resolve
-          })
+        if (this.#outstanding >= this.#window && this.#failed === undefined) {
+          const waitFrom = this.#now()
+          while (this.#outstanding >= this.#window && this.#failed === undefined) {
+            await new Promise<void>((resolve) => {
+              this.#wake = resolve
+            })
+          }
+          this.#window = nextWriteWindow(this.#window, this.#now() - waitFrom, this.#min, this.#max)
         }
         if (this.#failed !== undefined) throw this.#failed
         const { value, done } = await reader.read()

@@ -119,6 +119,7 @@ export class Client implements AsyncDisposable {
   #conns = new Map<number, Conn>()
   #readWindow: number
   #writeWindow: number
+  #maxWriteWindow: number
   #datagramQueue: number
   #maxDatagram = new Map<number, number>()
   #closed = false
@@ -127,6 +128,7 @@ export class Client implements AsyncDisposable {
     const transport = resolveTransport(options, { webtransport: true })
     this.#readWindow = transport.streamReadWindow
     this.#writeWindow = transport.streamWriteWindow
+    this.#maxWriteWindow = transport.maxStreamWriteWindow
     this.#datagramQueue = transport.datagramQueueLength
     const pins = options.pinnedCertificates ?? []
     if (!Array.isArray(pins) || pins.some((p) => typeof p !== 'string')) {
@@ -267,7 +269,7 @@ export class Client implements AsyncDisposable {
       }
       req.signal.addEventListener('abort', p.onAbort, { once: true })
       if (body) {
-        p.out = new OutgoingBody(this.#port(conn.id, stream), this.#writeWindow)
+        p.out = new OutgoingBody(this.#port(conn.id, stream), this.#writeWindow, this.#maxWriteWindow)
         p.out.pump(body, () => trailers).then(
           () => {
             p.sendDone = true

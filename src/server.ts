@@ -600,6 +600,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
   #closedPromise: Promise<void>
   #readWindow: number
   #writeWindow: number
+  #maxWriteWindow: number
   #unreadBodyMs: number
   #graceMs: number
   #onError: (error: unknown, request: IncomingRequest) => void
@@ -629,6 +630,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
     this.#onError = options.onError ?? ((e) => console.error('h3node: request handler failed:', e))
     this.#readWindow = transport.streamReadWindow
     this.#writeWindow = transport.streamWriteWindow
+    this.#maxWriteWindow = transport.maxStreamWriteWindow
     this.#unreadBodyMs = transport.unreadBodyTimeoutMs
     this.#closedPromise = new Promise((r) => {
       this.#resolveClosed = r
@@ -704,7 +706,7 @@ export class Server implements AsyncIterable<IncomingRequest>, AsyncDisposable {
 
   /** @internal */
   outgoing(state: StreamState, port: StreamPort): OutgoingBody {
-    state.out = new OutgoingBody(port, this.#writeWindow)
+    state.out = new OutgoingBody(port, this.#writeWindow, this.#maxWriteWindow)
     return state.out
   }
 
