@@ -292,20 +292,30 @@ async function runLatency(peer, prep, server, result, step) {
   return { ...r, targetRate: qps, peakRate }
 }
 
+/**
+ * How long a bulk transfer of `n` bytes may take, ms: 30 s plus the time at 100 Mbit/s
+ * (116 s for 1 GiB). An upload to plain tokio-quiche sometimes stalls for good (README,
+ * "Known effects"); the round's figure is then missing instead of the run waiting 10 minutes.
+ */
+function bulkTimeoutMs(n) {
+  return 30_000 + Math.ceil((n * 8) / 100e6) * 1000
+}
+
 async function runBulk(peer, prep, server, result, dir) {
   const n = settings.bulkBytes
+  const timeoutMs = bulkTimeoutMs(n)
   const r = await attempt(result, `bulk:${dir}`, async () => {
     const before = proc.cpuMicros(server.pid)
     const mark = stealMark()
     let out
     if (peer.protocol === 'h2') {
-      out = await load.h2Bulk(dir === 'download' ? `${server.url}/bytes/${n}` : `${server.url}/sink`, dir, n, { core: CLIENT_CORE })
+      out = await load.h2Bulk(dir === 'download' ? `${server.url}/bytes/${n}` : `${server.url}/sink`, dir, n, { core: CLIENT_CORE, timeoutMs })
       out.client = 'node:http2 (one stream)'
     } else {
       const qb = await tools.ensureQuicBench()
       out = dir === 'download'
-        ? await load.quicBench(qb, 'download', ['-url', `${server.url}/bytes/${n}`], { core: CLIENT_CORE })
-        : await load.quicBench(qb, 'upload', ['-url', `${server.url}/sink`, '-bytes', String(n)], { core: CLIENT_CORE })
+        ? await load.quicBench(qb, 'download', ['-url', `${server.url}/bytes/${n}`], { core: CLIENT_CORE, timeoutMs })
+        : await load.quicBench(qb, 'upload', ['-url', `${server.url}/sink`, '-bytes', String(n)], { core: CLIENT_CORE, timeoutMs })
       out.client = 'quic-go v0.65.0 (benchmark/clients/quic-bench, one stream)'
     }
     if (out.bytes !== n) throw new Error(`transferred ${out.bytes} of ${n} bytes`)

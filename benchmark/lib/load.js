@@ -115,8 +115,8 @@ async function quicBench(bin, mode, args, { core, timeoutMs = 600_000, input } =
 }
 
 /** Bulk over HTTP/2 with Node's http2 client (download or upload, one stream). */
-async function h2Bulk(url, mode, bytes, { core }) {
-  const r = await runMeasured(process.execPath, [path.join(__dirname, '..', 'clients', 'h2-bulk.js'), mode, url, String(bytes)], { core, timeoutMs: 600_000 })
+async function h2Bulk(url, mode, bytes, { core, timeoutMs = 600_000 }) {
+  const r = await runMeasured(process.execPath, [path.join(__dirname, '..', 'clients', 'h2-bulk.js'), mode, url, String(bytes)], { core, timeoutMs })
   try {
     return { ...JSON.parse(r.stdout.trim().split('\n').at(-1)), clientCpuMicros: r.cpuMicros }
   } catch {
