@@ -3,7 +3,7 @@
 // sets, so that "QUIC took the window in 1 ms" or "in 20 ms" is exact. What
 // the window bounds on the wire (a slow peer holds the producer) is covered
 // over UDP in streaming.test.mjs; what the growth is worth, in
-// benchmark/README.md ("Bulk").
+// benchmark/README.md (the bulk download points).
 import test from 'ava'
 import { createRequire } from 'node:module'
 

@@ -137,9 +137,10 @@ export const WRITE_WINDOW_SHRINK_MS = 8
  * The write window of a body after it waited `waitedMs` for credit with
  * `window` bytes outstanding. A fast drain grows it, so that a stream
  * QUIC empties quickly refills in fewer, larger turns (fewer wake-ups of the
- * JS thread per GiB); a slow one shrinks it back, so that a stream held by
- * a slow peer or by flow control keeps at most `min` bytes waiting. Bytes
- * held per stream thus stay near what it drains in a few milliseconds.
+ * JS thread per GiB); a slow one shrinks it back. A stream that drains
+ * slowly never grows past `min`; one that was fast and then stalls holds at
+ * most `max` until slow drains halve it back. Bytes held per stream thus
+ * stay near what it drained in the last few milliseconds.
  */
 export function nextWriteWindow(window: number, waitedMs: number, min: number, max: number): number {
   if (waitedMs < WRITE_WINDOW_GROW_MS) return Math.min(max, window * 2)

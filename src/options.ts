@@ -55,10 +55,10 @@ export interface TransportOptions {
    * window QUIC took within 2 ms (more than about 100 MB/s) has its window
    * doubled, up to this; one that took over 8 ms has it halved, down to
    * `streamWriteWindow`. A bulk download then wakes the JS thread less
-   * often per GiB, while a stream held by a slow peer keeps
-   * `streamWriteWindow` waiting at most. Set it to `streamWriteWindow`
-   * for a fixed window. Default `1 MiB`, or `streamWriteWindow` if that
-   * is larger.
+   * often per GiB, while a stream that drains slowly never holds more than
+   * `streamWriteWindow` waiting; one that was fast and then stalls holds
+   * up to this until it drains. Set it to `streamWriteWindow` for a fixed
+   * window. Default `1 MiB`, or `streamWriteWindow` if that is larger.
    */
   maxStreamWriteWindow?: number
   /** Congestion control: `'cubic'`, `'reno'` or `'bbr2'`. Default `'cubic'`. */
