@@ -58,7 +58,9 @@ export interface TransportOptions {
    * often per GiB, while a stream that drains slowly never holds more than
    * `streamWriteWindow` waiting; one that was fast and then stalls holds
    * up to this until it drains. Set it to `streamWriteWindow` for a fixed
-   * window. Default `1 MiB`, or `streamWriteWindow` if that is larger.
+   * window. HTTP bodies (responses, client uploads) only: WebTransport and
+   * raw QUIC streams keep `streamWriteWindow`. Default `1 MiB`, or
+   * `streamWriteWindow` if that is larger.
    */
   maxStreamWriteWindow?: number
   /** Congestion control: `'cubic'`, `'reno'` or `'bbr2'`. Default `'cubic'`. */
