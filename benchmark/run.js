@@ -31,6 +31,7 @@ const { values: flags } = parseArgs({
     'bulk-bytes': { type: 'string' },
     idle: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
+    spin: { type: 'boolean', default: false },
     out: { type: 'string', default: path.join(__dirname, 'results') },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -38,13 +39,15 @@ const { values: flags } = parseArgs({
 
 if (flags.help) {
   console.log(`usage: node benchmark/run.js [--quick] [--peers ${PEERS.map((p) => p.id).join(',')}]
-       [--node 24|current] [--figures ${FIGURES.join(',')}] [--seconds N] [--rounds N] [--peak-rounds N] [--bulk-bytes N] [--idle N] [--no-pin] [--out DIR]
+       [--node 24|current] [--figures ${FIGURES.join(',')}] [--seconds N] [--rounds N] [--peak-rounds N] [--bulk-bytes N] [--idle N] [--no-pin] [--spin] [--out DIR]
 
   --node 24       (default) the h3node peers and node-http2 run on Node ${tools.NODE24_VERSION}, the binary
                   currentspace runs on (installed into ${tools.cache} when missing)
   --node current  they run on the Node running this script (${process.version}, ${process.execPath})
   ${PEERS.find((p) => p.hostOf)?.id} (the for-await server on ${process.version}) comes with h3node-for-await
-  when the two binaries differ.`)
+  when the two binaries differ.
+  --spin          a SCHED_IDLE busy loop on each pinned core for the whole run, so that neither
+                  vCPU halts between packets (benchmark/README.md, "Spinners"); off by default`)
   process.exit(0)
 }
 if (!['24', 'current'].includes(flags.node)) throw new Error(`--node takes 24 or current, not ${flags.node}`)
@@ -81,6 +84,9 @@ const settings = {
   // the idle-connection client sends keep-alives every 2 s.
   idleTimeoutMs: 5000,
   cores: flags['no-pin'] ? null : { server: 0, client: 1 },
+  // A SCHED_IDLE busy loop on each pinned core (--spin): it yields to any real thread at once,
+  // and keeps the cores from halting (on a VM a halted vCPU is slow to wake).
+  spin: Boolean(flags.spin) && !flags['no-pin'],
   // The Node the h3node peers and node-http2 run on (environment.versions.peerNode says which binary).
   node: flags.node,
 }
@@ -454,6 +460,28 @@ function choosePeers(serverBin) {
   return chosen.filter((p) => !(p.hostOf && sameNode))
 }
 
+/**
+ * Starts a SCHED_IDLE busy loop pinned to each of `cores`; returns a function that stops them.
+ * Throws if `chrt` cannot give them the idle policy (a normal-priority spinner would take half
+ * of each core from the servers).
+ */
+function startSpinners(cores) {
+  const { spawn } = require('node:child_process')
+  const kids = cores.map((core) =>
+    spawn('chrt', ['--idle', '0', 'taskset', '-c', String(core), process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore' }),
+  )
+  const stop = () => {
+    for (const k of kids) k.kill('SIGKILL')
+  }
+  process.on('exit', stop)
+  for (const k of kids) {
+    k.on('exit', (code, signal) => {
+      if (signal !== 'SIGKILL') log(`spinner exited (${signal ?? code}): is chrt (util-linux) there?`)
+    })
+  }
+  return stop
+}
+
 async function main() {
   const t0 = Date.now()
   const runMark = stealMark()
@@ -476,6 +504,8 @@ async function main() {
     peers: {},
   }
   if (serverBin) results.environment.versions.serverNode = { choice: flags.node, bin: serverBin, version: tools.version(serverBin) }
+  // After the environment is read: the spinners would count in its load average.
+  const stopSpinners = settings.spin ? startSpinners([SERVER_CORE, CLIENT_CORE]) : () => {}
   log(`${settings.mode} run: peers ${peers.map((p) => p.id).join(', ')}; figures ${[...selectedFigures].join(', ')}; loopback MTU ${results.environment.loopbackMtu}`)
   log(`Node servers on ${results.environment.versions.serverNode?.version ?? `Node ${tools.NODE24_VERSION} (unavailable)`} (--node ${flags.node}); run.js and the HTTP/2 bulk client on ${process.version}`)
 
@@ -563,6 +593,7 @@ async function main() {
     if (result.errors.length) result.status = result.small?.some((s) => !s.failed) || result.bulk ? 'partial' : 'failed'
   }
 
+  stopSpinners()
   results.durationSeconds = (Date.now() - t0) / 1000
   results.environment.loadAverageAtEnd = os.loadavg()
   results.environment.stealDuringRun = stealSince(runMark)
