@@ -462,8 +462,9 @@ function choosePeers(serverBin) {
 
 /**
  * Starts a SCHED_IDLE busy loop pinned to each of `cores`; returns a function that stops them.
- * Throws if `chrt` cannot give them the idle policy (a normal-priority spinner would take half
- * of each core from the servers).
+ * `chrt` runs each one with the idle policy or not at all (a normal-priority spinner would take
+ * half of its core from the servers): one that cannot start, or stops early, is logged and the
+ * run goes on without it.
  */
 function startSpinners(cores) {
   const { spawn } = require('node:child_process')
@@ -475,6 +476,7 @@ function startSpinners(cores) {
   }
   process.on('exit', stop)
   for (const k of kids) {
+    k.on('error', (e) => log(`spinner failed to start: ${e.message}`))
     k.on('exit', (code, signal) => {
       if (signal !== 'SIGKILL') log(`spinner exited (${signal ?? code}): is chrt (util-linux) there?`)
     })
