@@ -15,11 +15,10 @@ const CHUNK = 64 * KiB
 
 /** A native stream port stand-in: counts the body bytes written and notes the FIN. */
 function recorder() {
-  const r = { written: 0, writes: 0, fin: false, resets: [] }
+  const r = { written: 0, fin: false, resets: [] }
   r.port = {
     write(data, fin) {
       r.written += data.byteLength
-      r.writes++
       if (fin) r.fin = true
       return true
     },
