@@ -547,6 +547,20 @@ if (FULL) {
 // ERR_H3_STREAM_RESET. (Before that option existed, the "nothing hangs"
 // test failed here with TEST_HANG; the trace is still logged.)
 //
+// Whether the bug strikes depends on timing, so the correct outcome is not
+// a test of its own (it was a `failing` test until a full CI run saw it
+// pass). The stranded packets are still declared lost, and resent, when
+// either (a) an ACK that arrives after the move newly acknowledges packets
+// sent on the old path, since loss detection then runs on the old path and
+// arms its time threshold (with 30 ms of delay added to the server's
+// datagrams in the proxy, packets sent before the move are still on their
+// way and get acknowledged later: the transfer survived in 6 of 6 runs with
+// our client, 1 of 3 with quic-go), or (b) they are already older than 9/8
+// of the RTT when quiche migrates, as when the server's thread was held off
+// the CPU (our guess for the pass in CI, which left no trace). On bare
+// loopback here the first case stalled in 10 of 10 runs, idle or with both
+// cores busy.
+//
 // The idle timeouts of these cases are short so that the failure costs
 // seconds, not 30 s; a stack that recovers needs milliseconds.
 const MIGRATION_IDLE_MS = 3000
@@ -623,8 +637,11 @@ function assertSurvived(t, r) {
 }
 
 /**
- * One case. With `knownBug`, two tests: the invariant (must pass), then the
- * correct outcome, marked failing (the transfer runs once, in the first).
+ * One case. With `knownBug`, only the invariant is asserted (whole, or a clean
+ * error; nothing hangs; others are served), and whether the transfer survived
+ * is recorded: the known bug strikes in most runs but not all (see above), so
+ * a `failing` test of the correct outcome would pass now and then and turn a
+ * green run red.
  */
 function migrationCase(title, options, { knownBug = false, skip } = {}) {
   if (!knownBug) {
@@ -636,16 +653,13 @@ function migrationCase(title, options, { knownBug = false, skip } = {}) {
     })
     return
   }
-  let outcome = null
   test.serial(`${title}: whole or a clean error, nothing hangs, the server serves others`, async (t) => {
     if (skip && (await skip())) return t.pass()
-    outcome = await migration(t, { ...options, knownBug: 'stall after migration: old-path losses never detected (quiche)' })
-    assertUnharmed(t, outcome)
-  })
-  // KNOWN BUG (see above): the transfer stalls after the move and idles out.
-  test.serial.failing(`${title}: the transfer survives the move`, (t) => {
-    t.truthy(outcome, 'the case ran')
-    if (outcome) assertSurvived(t, outcome)
+    const r = await migration(t, { ...options, knownBug: 'stall after migration: old-path losses never detected (quiche)' })
+    assertUnharmed(t, r)
+    t.log(r.out.ok
+      ? 'the transfer survived the move this time (the known bug did not strike)'
+      : 'the known bug struck: the transfer stalled after the move and ended in a clean error')
   })
 }
 
