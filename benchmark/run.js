@@ -47,7 +47,8 @@ if (flags.help) {
   ${PEERS.find((p) => p.hostOf)?.id} (the for-await server on ${process.version}) comes with h3node-for-await
   when the two binaries differ.
   --spin          a SCHED_IDLE busy loop on each pinned core for the whole run, so that neither
-                  vCPU halts between packets (benchmark/README.md, "Spinners"); off by default`)
+                  vCPU halts between packets; it lengthens the p99 figures (benchmark/README.md,
+                  "Spinners"); off by default`)
   process.exit(0)
 }
 if (!['24', 'current'].includes(flags.node)) throw new Error(`--node takes 24 or current, not ${flags.node}`)
@@ -84,8 +85,9 @@ const settings = {
   // the idle-connection client sends keep-alives every 2 s.
   idleTimeoutMs: 5000,
   cores: flags['no-pin'] ? null : { server: 0, client: 1 },
-  // A SCHED_IDLE busy loop on each pinned core (--spin): it yields to any real thread at once,
-  // and keeps the cores from halting (on a VM a halted vCPU is slow to wake).
+  // A SCHED_IDLE busy loop on each pinned core (--spin): it runs only when no real thread wants
+  // the core, and keeps the cores from halting (on a VM a halted vCPU is slow to wake). It
+  // lengthens the half-load tail (benchmark/README.md, "Spinners").
   spin: Boolean(flags.spin) && !flags['no-pin'],
   // The Node the h3node peers and node-http2 run on (environment.versions.peerNode says which binary).
   node: flags.node,
