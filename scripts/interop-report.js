@@ -148,7 +148,7 @@ if (fs.existsSync(faultsFile)) {
   lines.push('The known bug: when the old path is gone, packets in flight on it at the move are never declared lost by quiche 0.30 (each path')
   lines.push('has its own recovery state and later ACKs only acknowledge new-path packets), so their stream data is never resent; the')
   lines.push('transfer stalls and ends in a clean error (idle timeout, or `sendTimeoutMs` on the server). It depends on timing: an ACK that')
-  lines.push('arrives after the move for packets sent before it, or a server thread held off the CPU long enough, gets those packets declared')
+  lines.push('arrives after the move for packets sent before it (or, we think, a server thread held off the CPU long enough) gets them declared')
   lines.push('lost after all, and the transfer survives (so the tests assert only "whole or a clean error" for these cases, and log which')
   lines.push('it was). Details in the test file.')
   lines.push('')
