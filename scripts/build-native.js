@@ -10,11 +10,11 @@ const { platformSuffix } = require('../platform.js')
 const { cargo, targetDir } = require('./cargo.js')
 
 const root = path.resolve(__dirname, '..')
-if (cargo(['build', '--release']) !== 0) {
+if (cargo(['build', '--release', '--package', 'h3node-addon']) !== 0) {
   console.error('[h3node build] cargo build failed')
   process.exit(1)
 }
-const lib = { linux: 'libh3node.so', darwin: 'libh3node.dylib', win32: 'h3node.dll' }[process.platform]
+const lib = { linux: 'libh3node_addon.so', darwin: 'libh3node_addon.dylib', win32: 'h3node_addon.dll' }[process.platform]
 if (!lib) {
   console.error(`[h3node build] unsupported platform ${process.platform}`)
   process.exit(1)

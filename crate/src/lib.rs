@@ -2,6 +2,9 @@
 //! lives in `h3/`, connection driving in `driver.rs`, sockets in
 //! `server.rs` / `client.rs`.
 //!
+//! This crate is an rlib; `addon/` links it into the cdylib Node loads, with
+//! LTO (see `addon/src/lib.rs` for why that is a crate of its own).
+//!
 //! | file | what lives there |
 //! |---|---|
 //! | `lib.rs` | napi exports |
