@@ -58,7 +58,7 @@ const connections = whole('connections', 1)
 if (!['for-await', 'serve', 'tokio-quiche'].includes(o.mode)) throw new Error(`--mode takes for-await, serve or tokio-quiche, not ${o.mode}`)
 const plain = o.mode === 'tokio-quiche'
 if (plain && o.native) throw new Error('--native applies to the h3node modes, not --mode tokio-quiche')
-if (!['24', 'current'].includes(o.node)) throw new Error(`--node takes 24 or current, not ${o.node}`)
+tools.checkNodeOption(o.node)
 if (o.native && !fs.existsSync(o.native)) throw new Error(`--native: no file ${o.native}`)
 if (!tools.which('valgrind') || !tools.which('callgrind_control')) throw new Error('valgrind is not installed (apt-get install valgrind)')
 
@@ -155,7 +155,7 @@ async function main() {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'h3node-instr-'))
   const cert = tools.makeCert(tmp)
   const oha = await tools.ensureOha()
-  const bin = plain ? await tools.ensureTokioQuiche() : o.node === '24' ? await tools.ensureNode24() : process.execPath
+  const bin = plain ? await tools.ensureTokioQuiche() : await tools.nodeFor(o.node)
   const what = plain ? 'plain tokio-quiche (1 worker thread)' : `h3node ${o.mode}, Node ${execFileSync(bin, ['--version'], { encoding: 'utf8' }).trim()}`
   // tokio-quiche: the first thread only starts the runtime; its worker is the I/O thread.
   const names = plain ? ['main thread', 'I/O thread', 'other threads'] : ['JS thread', 'I/O thread', 'V8/libuv helpers']

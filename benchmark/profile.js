@@ -33,7 +33,7 @@ const { values: o } = parseArgs({
 const seconds = Number(o.seconds)
 const streams = Number(o.streams)
 const connections = Number(o.connections)
-if (!['24', 'current'].includes(o.node)) throw new Error(`--node takes 24 or current, not ${o.node}`)
+tools.checkNodeOption(o.node)
 
 function categorize(url, name) {
   if (name === '(garbage collector)') return 'GC'
@@ -80,7 +80,7 @@ async function startServer(cert, extraNodeArgs) {
     cmd = await tools.ensureTokioQuiche()
     args = ['--addr', `127.0.0.1:${port}`, '--cert', cert.cert, '--key', cert.key, '--threads', '1']
   } else {
-    cmd = o.node === '24' ? await tools.ensureNode24() : process.execPath
+    cmd = await tools.nodeFor(o.node)
     args = [...extraNodeArgs, path.join(__dirname, 'peers', 'h3node-server.js'), '--mode', o.mode, '--port', String(port), '--cert', cert.cert, '--key', cert.key]
   }
   const [c, a] = proc.pinned(0, cmd, args)
@@ -108,7 +108,7 @@ async function main() {
     await proc.sleep(500)
     const file = fs.readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))
     const sum = summarizeCpuProfile(path.join(dir, file))
-    const nodeBin = o.node === '24' ? await tools.ensureNode24() : process.execPath
+    const nodeBin = await tools.nodeFor(o.node)
     const nodeVersion = execFileSync(nodeBin, ['--version'], { encoding: 'utf8' }).trim()
     report.push(`# JS profile (node --cpu-prof), ${o.mode} on Node ${nodeVersion}, ${streams} streams / ${connections} conn, ${seconds} s`, '',
       `${Math.round(r.reqPerSec)} req/s under the profiler, server CPU ${(cpu / r.ok).toFixed(1)} µs/request (whole process), ${sum.samples} samples`, '',

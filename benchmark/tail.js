@@ -41,7 +41,7 @@ const { values: o, positionals: extra } = parseArgs({
   allowPositionals: true,
 })
 if (!['for-await', 'serve'].includes(o.mode)) throw new Error(`--mode takes for-await or serve, not ${o.mode}`)
-if (!['24', 'current'].includes(o.node)) throw new Error(`--node takes 24 or current, not ${o.node}`)
+tools.checkNodeOption(o.node)
 for (const k of ['rate', 'streams', 'connections', 'seconds']) {
   if (!(Number(o[k]) > 0)) throw new Error(`--${k} must be a positive number, not ${o[k]}`)
 }
@@ -92,7 +92,7 @@ async function main() {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'h3node-tail-'))
   const cert = tools.makeCert(tmp)
   const oha = await tools.ensureOha()
-  const nodeBin = o.node === '24' ? await tools.ensureNode24() : process.execPath
+  const nodeBin = await tools.nodeFor(o.node)
   const stallFile = path.join(tmp, 'stalls.json')
   const db = path.join(tmp, 'oha.db')
   const port = await proc.freePort()

@@ -32,7 +32,11 @@ function usageError(message) {
   console.error(`web-objects.js: ${message}`)
   process.exit(2)
 }
-if (!['24', 'current'].includes(o.node)) usageError(`--node takes 24 or current, not ${o.node}`)
+try {
+  tools.checkNodeOption(o.node)
+} catch (e) {
+  usageError(e.message)
+}
 const iterations = Number(o.iterations)
 if (!Number.isInteger(iterations) || iterations < 1000) usageError(`--iterations takes an integer of at least 1000, not ${o.iterations}`)
 
@@ -64,7 +68,7 @@ async function child() {
 }
 
 async function main() {
-  const bin = o.node === '24' ? await tools.ensureNode24() : process.execPath
+  const bin = await tools.nodeFor(o.node)
   const version = spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout.trim()
   console.log(`Node ${version}, core ${o.core}, ${iterations} iterations each`)
   const args = [__filename, '--child', '--iterations', String(iterations)]

@@ -105,6 +105,20 @@ async function ensureNode24() {
   return bin
 }
 
+/**
+ * The diagnosis scripts' `--node 24|current` option: throws, naming the option, on any other
+ * value; returns the option for the binary lookup of {@link nodeFor}.
+ */
+function checkNodeOption(value) {
+  if (value !== '24' && value !== 'current') throw new Error(`--node takes 24 or current, not ${value}`)
+  return value
+}
+
+/** The Node binary `--node 24|current` names: the benchmark's Node 24, or the one running. */
+async function nodeFor(option) {
+  return checkNodeOption(option) === '24' ? ensureNode24() : process.execPath
+}
+
 function npmCli() {
   const execpath = process.env.npm_execpath
   if (execpath && /npm-cli\.c?js$/.test(execpath)) return [process.execPath, [execpath]]
@@ -195,6 +209,6 @@ function makeCert(dir) {
 
 module.exports = {
   cache, benchCache, log, which, version, run,
-  ensureOha, ensureH2load, ensureNode24, ensureCurrentspace, ensureTokioQuiche, ensureQuicBench, ensureQuicGoServer, makeCert,
+  ensureOha, ensureH2load, ensureNode24, checkNodeOption, nodeFor, ensureCurrentspace, ensureTokioQuiche, ensureQuicBench, ensureQuicGoServer, makeCert,
   OHA_VERSION, NODE24_VERSION, CURRENTSPACE_VERSION,
 }
