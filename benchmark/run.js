@@ -28,6 +28,7 @@ const { values: flags } = parseArgs({
     seconds: { type: 'string' },
     rounds: { type: 'string' },
     'peak-rounds': { type: 'string' },
+    'step-warmup': { type: 'string' },
     'bulk-bytes': { type: 'string' },
     idle: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
@@ -39,7 +40,7 @@ const { values: flags } = parseArgs({
 
 if (flags.help) {
   console.log(`usage: node benchmark/run.js [--quick] [--peers ${PEERS.map((p) => p.id).join(',')}]
-       [--node 24|current] [--figures ${FIGURES.join(',')}] [--seconds N] [--rounds N] [--peak-rounds N] [--bulk-bytes N] [--idle N] [--no-pin] [--spin] [--out DIR]
+       [--node 24|current] [--figures ${FIGURES.join(',')}] [--seconds N] [--step-warmup N] [--rounds N] [--peak-rounds N] [--bulk-bytes N] [--idle N] [--no-pin] [--spin] [--out DIR]
 
   --node 24       (default) the h3node peers and node-http2 run on Node ${tools.NODE24_VERSION}, the binary
                   currentspace runs on (installed into ${tools.cache} when missing)
@@ -48,7 +49,11 @@ if (flags.help) {
   when the two binaries differ.
   --spin          a SCHED_IDLE busy loop on each pinned core for the whole run, so that neither
                   vCPU halts between packets; it lengthens the p99 figures (benchmark/README.md,
-                  "Spinners"); off by default`)
+                  "Spinners"); off by default
+  --step-warmup N seconds of the same load, not measured, before every measured small-request
+                  and half-load step (default 0: none); in an isolated test a Node server that sat
+                  idle was slower for its first seconds of load (benchmark/README.md, "Warm-up
+                  before each step")`)
   process.exit(0)
 }
 if (!['24', 'current'].includes(flags.node)) throw new Error(`--node takes 24 or current, not ${flags.node}`)
@@ -58,6 +63,10 @@ const settings = {
   mode: quick ? 'quick' : 'full',
   seconds: Number(flags.seconds ?? (quick ? 3 : 5)),
   warmupSeconds: quick ? 1 : 2,
+  // Seconds of the step's own load (layout and rate), not measured, right before each measured
+  // small-request and half-load step (--step-warmup; off by default): every server idles while
+  // the others are measured (benchmark/README.md, "Warm-up before each step").
+  stepWarmupSeconds: Number(flags['step-warmup'] ?? 0),
   // Small-request steps, half-load latency and bulk transfers are measured this many times,
   // interleaved; each figure is the median round (benchmark/README.md, "Rounds").
   rounds: Number(flags.rounds ?? (quick ? 1 : 3)),
@@ -97,6 +106,7 @@ const selectedFigures = new Set(flags.figures ? flags.figures.split(',').map((s)
 for (const id of selectedPeers) if (!PEERS.some((p) => p.id === id)) throw new Error(`unknown peer ${id}`)
 for (const f of selectedFigures) if (!FIGURES.includes(f)) throw new Error(`unknown figure ${f}`)
 
+if (!Number.isFinite(settings.stepWarmupSeconds) || settings.stepWarmupSeconds < 0) throw new Error(`--step-warmup takes a number of seconds >= 0, not ${flags['step-warmup']}`)
 if (!Number.isInteger(settings.rounds) || settings.rounds < 1) throw new Error(`--rounds takes a whole number >= 1, not ${flags.rounds}`)
 if (!Number.isInteger(settings.peakRounds) || settings.peakRounds < 0) throw new Error(`--peak-rounds takes a whole number >= 0, not ${flags['peak-rounds']}`)
 
@@ -182,11 +192,14 @@ const stealMark = () => ({ ticks: proc.stealTicks(), t: performance.now() })
 
 async function smallStep(peer, prep, server, [streams, connections], extra = {}) {
   const opts = { connections, streams, seconds: extra.seconds ?? settings.seconds, qps: extra.qps, core: CLIENT_CORE }
+  const generate = (o) => peer.protocol === 'h2'
+    ? load.h2load(prep.h2load, `${server.url}/`, o)
+    : load.oha(toolsFound.oha, `${server.url}/`, o)
+  // The same load, unmeasured, first (settings.stepWarmupSeconds); its result is not looked at.
+  if (extra.warm !== false && settings.stepWarmupSeconds > 0) await generate({ ...opts, seconds: settings.stepWarmupSeconds })
   const before = proc.cpuMicros(server.pid)
   const mark = stealMark()
-  const r = peer.protocol === 'h2'
-    ? await load.h2load(prep.h2load, `${server.url}/`, opts)
-    : await load.oha(toolsFound.oha, `${server.url}/`, opts)
+  const r = await generate(opts)
   const wall = performance.now() - mark.t
   const cpu = proc.cpuMicros(server.pid) - before
   const steal = stealSince(mark)
@@ -225,7 +238,7 @@ async function runSmall(runs) {
   log(`small requests: warm-up ${settings.warmupSeconds}s each`)
   for (const r of runs) {
     r.smallRounds = settings.steps.map(() => [])
-    await attempt(r.result, 'small:warmup', () => smallStep(r.peer, r.prep, r.server, [16, 1], { seconds: settings.warmupSeconds }))
+    await attempt(r.result, 'small:warmup', () => smallStep(r.peer, r.prep, r.server, [16, 1], { seconds: settings.warmupSeconds, warm: false }))
   }
   for (let round = 0; round < settings.rounds; round++) {
     if (settings.rounds > 1) log(`  round ${round + 1} of ${settings.rounds}`)
