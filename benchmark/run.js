@@ -56,7 +56,7 @@ if (flags.help) {
                   before each step")`)
   process.exit(0)
 }
-if (!['24', 'current'].includes(flags.node)) throw new Error(`--node takes 24 or current, not ${flags.node}`)
+tools.checkNodeOption(flags.node)
 
 const quick = flags.quick
 const settings = {
@@ -106,7 +106,7 @@ const selectedFigures = new Set(flags.figures ? flags.figures.split(',').map((s)
 for (const id of selectedPeers) if (!PEERS.some((p) => p.id === id)) throw new Error(`unknown peer ${id}`)
 for (const f of selectedFigures) if (!FIGURES.includes(f)) throw new Error(`unknown figure ${f}`)
 
-if (!Number.isFinite(settings.stepWarmupSeconds) || settings.stepWarmupSeconds < 0) throw new Error(`--step-warmup takes a number of seconds >= 0, not ${flags['step-warmup']}`)
+if (!Number.isInteger(settings.stepWarmupSeconds) || settings.stepWarmupSeconds < 0) throw new Error(`--step-warmup takes a whole number of seconds >= 0, not ${flags['step-warmup']}`)
 if (!Number.isInteger(settings.rounds) || settings.rounds < 1) throw new Error(`--rounds takes a whole number >= 1, not ${flags.rounds}`)
 if (!Number.isInteger(settings.peakRounds) || settings.peakRounds < 0) throw new Error(`--peak-rounds takes a whole number >= 0, not ${flags['peak-rounds']}`)
 
