@@ -12,6 +12,7 @@
 'use strict'
 const { spawnSync } = require('node:child_process')
 const { parseArgs } = require('node:util')
+const proc = require('./lib/proc')
 const tools = require('./lib/tools')
 
 const { values: o } = parseArgs({
@@ -72,10 +73,7 @@ async function main() {
   const version = spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout.trim()
   console.log(`Node ${version}, core ${o.core}, ${iterations} iterations each`)
   const args = [__filename, '--child', '--iterations', String(iterations)]
-  const taskset = tools.which('taskset')
-  const r = taskset
-    ? spawnSync(taskset, ['-c', o.core, bin, ...args], { stdio: 'inherit' })
-    : spawnSync(bin, args, { stdio: 'inherit' })
+  const r = spawnSync(...proc.pinned(o.core, bin, args), { stdio: 'inherit' })
   process.exit(r.status ?? 1)
 }
 
