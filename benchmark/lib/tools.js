@@ -106,8 +106,8 @@ async function ensureNode24() {
 }
 
 /**
- * The diagnosis scripts' `--node 24|current` option: throws, naming the option, on any other
- * value; returns the option for the binary lookup of {@link nodeFor}.
+ * The `--node 24|current` option of run.js and the diagnosis scripts: throws, naming the
+ * option, on any other value; returns the option for the binary lookup of {@link nodeFor}.
  */
 function checkNodeOption(value) {
   if (value !== '24' && value !== 'current') throw new Error(`--node takes 24 or current, not ${value}`)
